@@ -6,7 +6,7 @@ stage or key, a value of the wrong type, or a value out of range is a ``ConfigEr
 the file, the pipeline, the stage and the key (the CLI prints it without a traceback).
 
 Strings may use ``${VAR}`` or ``${VAR:-default}``; ``${WEBREFINERY_DATA}`` defaults to ``../shared/data``
-next to the config file's folder, where this project's shared test data lives.
+beside the repository (see ``pipeline/paths.py``), where this project's shared test data lives.
 """
 
 from __future__ import annotations
@@ -178,7 +178,9 @@ def load_config(path: Optional[os.PathLike | str] = None) -> Dict[str, Any]:
     unknown = set(data) - {"pipelines", "version"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'pipelines' (and 'version')")
-    defaults = {"WEBREFINERY_DATA": str((path.resolve().parent.parent / "shared" / "data"))}
+    from pipeline.paths import shared_data_dir
+
+    defaults = {"WEBREFINERY_DATA": str(shared_data_dir())}
     return {"path": str(path), "pipelines": _expand(dict(data["pipelines"]), defaults)}
 
 

@@ -1,25 +1,14 @@
-"""Shared test fixtures: where the real shared data lives (one setting, overridable)."""
+"""Shared test fixtures: where the real shared data lives (one setting, WEBREFINERY_DATA, overridable)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("WEBREFINERY_DATA", REPO.parent / "shared" / "data")).resolve()
+from pipeline.paths import REPO, require_shared, shared_data_dir  # noqa: F401  (re-exported for tests)
 
-
-def require_shared(*parts: str) -> Path:
-    """Path inside the shared data folder; a missing file is an error (never a skip)."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"shared data file {path} is missing: set WEBREFINERY_DATA to the folder that holds "
-            "warc/, cc/, html/, eval/ ... (default: ../shared/data beside the repository)"
-        )
-    return path
+SHARED_DATA = shared_data_dir()
 
 
 @pytest.fixture(scope="session")

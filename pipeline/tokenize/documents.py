@@ -103,7 +103,7 @@ class ShardBatchReader:
 def batch_columns(batch: pa.RecordBatch, with_keys: bool = False) -> Dict[str, list]:
     """``id``/``text`` lists of a record batch (null text -> ""), plus ``key`` = doc_key when asked."""
     names = batch.schema.names
-    ids = batch.column(names.index("id")).to_pylist()
+    ids = ["" if i is None else i for i in batch.column(names.index("id")).to_pylist()]
     texts = [t if t is not None else "" for t in batch.column(names.index("text")).to_pylist()]
     out: Dict[str, list] = {"id": ids, "text": texts}
     if with_keys:
@@ -111,3 +111,26 @@ def batch_columns(batch: pa.RecordBatch, with_keys: bool = False) -> Dict[str, l
         # Same layout as pipeline.document.doc_key (id, source, record_offset joined by \x1f).
         out["key"] = [f"{i}\x1f{s}\x1f{o}" for i, s, o in zip(ids, *extra)]
     return out
+
+
+def write_document_shards(docs: Sequence[Dict[str, object]], folder: str, num_files: int = 1,
+                          batch_rows: int = 64) -> List[str]:
+    """Write ``docs`` (dicts with ``id``, ``text``, optional ``url``/``source``/``record_offset``) as zstd
+    Arrow IPC document shards ``folder/part-i.arrow``, round-robin over ``num_files``.
+
+    For tests and benchmarks that need refined-looking input; the pipeline's own deterministic shard
+    writer is pipeline/io/shards.py."""
+    schema = pa.schema([("id", pa.string()), ("url", pa.string()), ("text", pa.string()),
+                        ("source", pa.string()), ("record_offset", pa.int64())])
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    for f in range(num_files):
+        part = list(docs[f::num_files])
+        path = os.path.join(folder, f"part-{f:05d}.arrow")
+        with pa.ipc.new_file(path, schema, options=options) as writer:
+            for start in range(0, len(part), batch_rows):
+                rows = [{name: doc.get(name) for name in schema.names} for doc in part[start:start + batch_rows]]
+                writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+        paths.append(path)
+    return paths

@@ -1,0 +1,260 @@
+"""Front doors for evaluation, generation and export: ``evaluate()`` for Python, and the argument
+parsers and runners behind ``refinery eval``, ``refinery generate`` and ``refinery export``.
+
+The ``refinery`` command (pipeline/cli.py) adds a sub-command per pair::
+
+    add_eval_arguments(parser)      ->  run_eval(args) -> results dict
+    add_generate_arguments(parser)  ->  run_generate(args) -> list of Generation
+    add_export_arguments(parser)    ->  run_export(args) -> output folder
+
+The same sub-commands also run without it: ``python -m model.evaluate.cli eval --checkpoint run/``.
+
+Results of ``eval`` are ``{task: {metric: value, ..., "n": items}}`` (``bpb`` is the bits-per-byte
+"task"), written as JSON to ``eval.json`` inside the evaluated checkpoint's step folder (or to
+``--output``) and printed as a table.
+
+Where the eval sets come from: ``--data-dir`` (a folder, or an ``http(s)://`` base URL that serves
+the same file names, used only with ``--download``), else ``$WEBREFINERY_EVAL_DIR``, else
+``../shared/data/eval`` beside the repository. Nothing is downloaded unless asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from model.evaluate.bpb import BPBParams, evaluate_text_file, evaluate_token_shards
+from model.evaluate.scoring import as_text_tokenizer, evaluate_continuations, evaluate_multiple_choice
+from model.evaluate.tasks import DEFAULT_BPB_TEXT, TASKS, local_task_dir
+
+DEFAULT_TASKS = "bpb,hellaswag,arc_easy,arc_challenge,piqa,lambada"
+KNOWN_TASKS = ("bpb",) + tuple(TASKS)
+
+
+def parse_task_list(text: str | Sequence[str]) -> list[str]:
+    """``"bpb,hellaswag"`` -> ``["bpb", "hellaswag"]``; unknown names are an error."""
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t and t.strip()]
+    if not names:
+        raise ValueError("no tasks given")
+    unknown = [t for t in names if t not in KNOWN_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(KNOWN_TASKS)}")
+    return list(dict.fromkeys(names))
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto``/None -> ``cuda`` when available, else ``cpu``."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def evaluate(model, tokenizer, tasks: str | Sequence[str] = DEFAULT_TASKS, data_dir=None, limit: int | None = None,
+             *, batch_size: int = 32, device=None, dtype: str | None = None, text: str | Path | None = None,
+             tokens: str | Path | None = None, bpb_params: BPBParams | None = None,
+             allow_download: bool = False, log=None) -> dict:
+    """Run the named tasks; returns ``{task: {metric: value, ..., "n": items}}``.
+
+    ``bpb`` measures bits per byte on ``tokens`` (token shards, ``DIR/val/*.arrow``) and/or ``text``
+    (a text file); with neither it uses WikiText-2 raw test from the data dir. With both, the token
+    shards' result is ``bpb`` and the text's is ``bpb_text``. ``limit`` caps the items per task.
+    """
+    names = parse_task_list(tasks)
+    tok = as_text_tokenizer(tokenizer)
+    log = log or (lambda msg: None)
+    results: dict[str, dict] = {}
+    folder = None
+    needs_folder = [t for t in names if t != "bpb"] + (["bpb"] if "bpb" in names and not (text or tokens) else [])
+    if needs_folder:
+        folder = local_task_dir(data_dir, needs_folder, allow_download=allow_download)
+    for name in names:
+        start = time.perf_counter()
+        if name == "bpb":
+            params = bpb_params or BPBParams(batch_size=max(1, batch_size // 4), dtype=dtype)
+            if tokens is not None:
+                results["bpb"] = evaluate_token_shards(model, tok, tokens, params, device)
+            if text is not None or tokens is None:
+                source = Path(text) if text is not None else Path(folder) / DEFAULT_BPB_TEXT
+                results["bpb_text" if tokens is not None else "bpb"] = evaluate_text_file(
+                    model, tok, source, params, device)
+        else:
+            spec = TASKS[name]
+            items = spec.loader(folder)
+            if limit is not None:
+                if limit < 1:
+                    raise ValueError(f"limit must be >= 1, got {limit}")
+                items = items[:limit]
+            if spec.kind == "multiple_choice":
+                results[name] = evaluate_multiple_choice(model, tok, items, batch_size=batch_size, device=device,
+                                                         dtype=dtype)
+            else:
+                results[name] = evaluate_continuations(model, tok, items, batch_size=batch_size, device=device,
+                                                       dtype=dtype)
+        log(f"{name}: done in {time.perf_counter() - start:.1f}s")
+    return results
+
+
+def format_results_table(results: dict) -> str:
+    """A plain-text table: one row per task and metric (stderr columns folded in as ±)."""
+    rows = [("task", "metric", "value", "n")]
+    for task, metrics in results.items():
+        for metric, value in metrics.items():
+            if metric in ("n", "source") or metric.endswith("_stderr"):
+                continue
+            if isinstance(value, float):
+                shown = f"{value:.4f}" if math.isfinite(value) else str(value)
+                err = metrics.get(f"{metric}_stderr")
+                if isinstance(err, float) and math.isfinite(err):
+                    shown += f" ± {err:.4f}"
+            else:
+                shown = str(value)
+            rows.append((task, metric, shown, str(metrics.get("n", ""))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _load(checkpoint, device: str, tokenizer_override: str | None):
+    from model.checkpoint import load_model_for_inference, resolve_checkpoint
+
+    model, config, tokenizer_json = load_model_for_inference(checkpoint, device=device)
+    tokenizer_json = tokenizer_override or tokenizer_json
+    if tokenizer_json is None:
+        raise FileNotFoundError(f"{checkpoint} has no tokenizer.json: pass --tokenizer PATH")
+    return model, config, tokenizer_json, resolve_checkpoint(checkpoint)
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``refinery eval``."""
+    parser.add_argument("--checkpoint", required=True, help="run directory (latest step) or a step directory")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated: {', '.join(KNOWN_TASKS)}")
+    parser.add_argument("--data-dir", default=None,
+                        help="eval sets folder (default $WEBREFINERY_EVAL_DIR, else ../shared/data/eval); "
+                             "an http(s):// base URL is fetched only with --download")
+    parser.add_argument("--download", action="store_true", help="allow fetching eval files from a URL --data-dir")
+    parser.add_argument("--limit", type=int, default=None, help="at most N items per task")
+    parser.add_argument("--text", default=None, help="text file for bits per byte (default WikiText-2 raw test)")
+    parser.add_argument("--tokens", default=None, help="token shard folder for bits per byte (DIR/val/*.arrow)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="bits per byte over at most N tokens")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="sliding-window stride for bits per byte (default: the context length)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="autocast dtype (default float32)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the run's own)")
+    parser.add_argument("--output", default=None, help="results JSON (default: eval.json in the checkpoint folder)")
+    return parser
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    """``refinery eval``: load, evaluate, write JSON, print the table; returns the results."""
+    device = resolve_device(args.device)
+    model, _config, tokenizer_json, step_dir = _load(args.checkpoint, device, args.tokenizer)
+    bpb_params = BPBParams(stride=args.stride, batch_size=max(1, args.batch_size // 4), max_tokens=args.max_tokens,
+                           dtype=args.dtype)
+    results = evaluate(model, tokenizer_json, args.tasks, args.data_dir, args.limit, batch_size=args.batch_size,
+                       device=device, dtype=args.dtype, text=args.text, tokens=args.tokens, bpb_params=bpb_params,
+                       allow_download=args.download, log=lambda m: print(m, file=sys.stderr, flush=True))
+    output = Path(args.output) if args.output else Path(step_dir) / "eval.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"checkpoint: {step_dir}")
+    print(format_results_table(results))
+    print(f"results: {output}")
+    return results
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``refinery generate``."""
+    parser.add_argument("--checkpoint", required=True, help="run directory (latest step) or a step directory")
+    parser.add_argument("--prompt", action="append", default=None, help="a prompt (repeat for a batch)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--beams", type=int, default=1, help="beam search with N beams (N > 1)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="beam score = logprob / length**p")
+    parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    parser.add_argument("--no-stop-at-eot", action="store_true", help="keep going past <|endoftext|>")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the run's own)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    return parser
+
+
+def run_generate(args: argparse.Namespace):
+    """``refinery generate``: print (and return) one Generation per prompt."""
+    from model.generate import GenerationParams, generate
+
+    if not args.prompt:
+        raise ValueError("give at least one --prompt")
+    device = resolve_device(args.device)
+    model, _config, tokenizer_json, _ = _load(args.checkpoint, device, args.tokenizer)
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, num_beams=args.beams, length_penalty=args.length_penalty,
+                              seed=args.seed, stop=tuple(args.stop or ()), stop_at_eot=not args.no_stop_at_eot)
+    outputs = generate(model, tokenizer_json, args.prompt, params)
+    for prompt, out in zip(args.prompt, outputs):
+        if args.json:
+            print(json.dumps({"prompt": prompt, "text": out.text, "finish_reason": out.finish_reason,
+                              "tokens": len(out.token_ids)}, ensure_ascii=False))
+        else:
+            print(f"=== {prompt!r} ({out.finish_reason}, {len(out.token_ids)} tokens)")
+            print(prompt + out.text)
+    return outputs
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``refinery export``."""
+    parser.add_argument("--checkpoint", required=True, help="run directory (latest step) or a step directory")
+    parser.add_argument("--out", required=True, help="output folder for the Hugging Face model")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the run's own)")
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> Path:
+    """``refinery export``: write the Hugging Face folder; returns its path."""
+    from model.export import ExportParams, export_hf
+
+    out = export_hf(args.checkpoint, args.out, ExportParams(dtype=args.dtype, tokenizer=args.tokenizer))
+    print(f"exported {args.checkpoint} -> {out} (LlamaForCausalLM, {args.dtype})")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m model.evaluate.cli {eval,generate,export} ...``"""
+    parser = argparse.ArgumentParser(prog="python -m model.evaluate.cli", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_eval_arguments(sub.add_parser("eval", help="bits per byte and zero-shot tasks"))
+    add_generate_arguments(sub.add_parser("generate", help="generate text"))
+    add_export_arguments(sub.add_parser("export", help="export to Hugging Face format"))
+    args = parser.parse_args(argv)
+    {"eval": run_eval, "generate": run_generate, "export": run_export}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

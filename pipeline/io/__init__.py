@@ -1,0 +1,1 @@
+"""Input and output files: readers for web archives and text datasets, and the Arrow shard writer."""

@@ -1,0 +1,194 @@
+"""Gopher repetition removal (Rae et al. 2021, Table A1), as used by RefinedWeb's MDR.
+
+A document is removed when it repeats itself too much. Signals (all recorded as columns, also on
+rejected documents, so thresholds can be changed later without re-running):
+
+- ``gopher_dup_line_frac``: duplicated lines / lines. A *duplicated* line is an occurrence of a line
+  that already appeared earlier (the first occurrence is not a duplicate: it is what would remain
+  after de-duplicating the lines). Lines are the non-empty, stripped lines (``text_utils``).
+- ``gopher_dup_para_frac``: the same for paragraphs (split on blank lines).
+- ``gopher_dup_line_char_frac`` / ``gopher_dup_para_char_frac``: characters in duplicated lines /
+  paragraphs (same counting) divided by the document's length in characters.
+- ``gopher_top_{2,3,4}gram_frac``: characters covered by the most frequent word n-gram, counted
+  once per occurrence (``count * chars(ngram)``), divided by the characters of all words. An
+  n-gram that occurs only once is not a repetition: the signal is 0 then (otherwise any document of
+  a handful of words would be "repetitive"). Ties between equally frequent n-grams: the one with
+  the most characters.
+- ``gopher_dup_{5..10}gram_frac``: characters of the words covered by *any* occurrence (the first
+  one included) of an n-gram that occurs at least twice, each word counted once however many
+  duplicated n-grams overlap it (Gopher: "taking care not to count characters that occur in
+  overlapping n-grams more than once"), divided by the characters of all words.
+
+"Characters of words" means the sum of word lengths (whitespace excluded), so numerator and
+denominator count the same things; words come from ``text_utils.split_words`` (character-based for
+Chinese/Japanese/Thai).
+
+Speed: words are mapped to integer ids once; n-gram ids for n = 2..10 are built incrementally as
+64-bit polynomial hashes over the id array with numpy (uint64 arithmetic wraps), and counted with
+one ``np.unique`` per n. Coverage of duplicated n-grams is a difference-array cumulative sum. A
+64-bit hash collision between two different n-grams of one document has probability ~ m^2 / 2^65
+(m n-grams), i.e. never in practice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.text_utils import split_lines, split_paragraphs, split_words
+
+TOP_NS = (2, 3, 4)
+DUP_NS = (5, 6, 7, 8, 9, 10)
+
+# Odd 64-bit multiplier for the polynomial n-gram hash (any large odd constant works).
+_HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclasses.dataclass
+class GopherRepetitionParams:
+    """Maximum allowed values (a document is removed when a signal is strictly above)."""
+
+    dup_line_frac: float = 0.30
+    dup_para_frac: float = 0.30
+    dup_line_char_frac: float = 0.20
+    dup_para_char_frac: float = 0.20
+    top_2gram_frac: float = 0.20
+    top_3gram_frac: float = 0.18
+    top_4gram_frac: float = 0.16
+    dup_5gram_frac: float = 0.15
+    dup_6gram_frac: float = 0.14
+    dup_7gram_frac: float = 0.13
+    dup_8gram_frac: float = 0.12
+    dup_9gram_frac: float = 0.11
+    dup_10gram_frac: float = 0.10
+
+    def validate(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ParamError(f"stage 'gopher_repetition': '{field.name}' must be a number, got {value!r}")
+            check_range("gopher_repetition", field.name, value, 0.0, 1.0)
+
+
+def duplicate_stats(items: List[str]) -> Tuple[int, int]:
+    """(number of items equal to an earlier item, total characters of those items)."""
+    seen = set()
+    dup_items = 0
+    dup_chars = 0
+    for item in items:
+        if item in seen:
+            dup_items += 1
+            dup_chars += len(item)
+        else:
+            seen.add(item)
+    return dup_items, dup_chars
+
+
+def ngram_repetition_signals(words: List[str]) -> Dict[int, float]:
+    """For n in 2..4: top n-gram character fraction; for n in 5..10: duplicated n-gram character
+    fraction (definitions in the module docstring). Keys are n."""
+    out = {n: 0.0 for n in TOP_NS + DUP_NS}
+    n_words = len(words)
+    if n_words < 2:
+        return out
+    vocab: Dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=n_words)
+    if len(vocab) == n_words:  # every word distinct: no n-gram can repeat
+        return out
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=n_words)
+    total_chars = int(lengths.sum())
+    if total_chars == 0:
+        return out
+    # prefix sums of word lengths: chars of words[i:i+n] = csum[i+n] - csum[i]
+    csum = np.zeros(n_words + 1, dtype=np.int64)
+    np.cumsum(lengths, out=csum[1:])
+    ids = ids + np.uint64(1)  # no zero ids, so "a" and "a a" hash apart
+    hashes = ids.copy()
+    for n in range(2, DUP_NS[-1] + 1):
+        m = n_words - n + 1
+        if m < 2:
+            break
+        with np.errstate(over="ignore"):
+            hashes = hashes[:m] * _HASH_MULT + ids[n - 1 :]
+        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        max_count = int(counts.max())
+        if max_count < 2:
+            # no repeated n-gram: no longer n-gram can repeat either
+            break
+        occ_counts = counts[inverse]
+        if n in TOP_NS:
+            starts = np.flatnonzero(occ_counts == max_count)
+            window_chars = csum[starts + n] - csum[starts]
+            out[n] = float(max_count * int(window_chars.max())) / total_chars
+        else:
+            dup_starts = np.flatnonzero(occ_counts >= 2)
+            diff = np.zeros(n_words + 1, dtype=np.int32)
+            diff[dup_starts] += 1  # indices are distinct, so plain fancy indexing is exact
+            diff[dup_starts + n] -= 1
+            covered = np.cumsum(diff[:-1]) > 0
+            out[n] = float(lengths[covered].sum()) / total_chars
+    return out
+
+
+COLUMNS = {
+    "gopher_dup_line_frac": pa.float32(),
+    "gopher_dup_para_frac": pa.float32(),
+    "gopher_dup_line_char_frac": pa.float32(),
+    "gopher_dup_para_char_frac": pa.float32(),
+    **{f"gopher_top_{n}gram_frac": pa.float32() for n in TOP_NS},
+    **{f"gopher_dup_{n}gram_frac": pa.float32() for n in DUP_NS},
+}
+
+
+def repetition_signals(text: str) -> Dict[str, float]:
+    """All Gopher repetition signals of ``text``, keyed by column name."""
+    n_chars = len(text)
+    lines = split_lines(text)
+    paragraphs = split_paragraphs(text)
+    dup_lines, dup_line_chars = duplicate_stats(lines)
+    dup_paras, dup_para_chars = duplicate_stats(paragraphs)
+    signals = {
+        "gopher_dup_line_frac": dup_lines / len(lines) if lines else 0.0,
+        "gopher_dup_para_frac": dup_paras / len(paragraphs) if paragraphs else 0.0,
+        "gopher_dup_line_char_frac": dup_line_chars / n_chars if n_chars else 0.0,
+        "gopher_dup_para_char_frac": dup_para_chars / n_chars if n_chars else 0.0,
+    }
+    ngram = ngram_repetition_signals(split_words(text))
+    for n in TOP_NS:
+        signals[f"gopher_top_{n}gram_frac"] = ngram[n]
+    for n in DUP_NS:
+        signals[f"gopher_dup_{n}gram_frac"] = ngram[n]
+    return signals
+
+
+# (rule name, signal column, params field), checked in this order
+_RULES = [
+    ("dup_line_frac", "gopher_dup_line_frac", "dup_line_frac"),
+    ("dup_para_frac", "gopher_dup_para_frac", "dup_para_frac"),
+    ("dup_line_char_frac", "gopher_dup_line_char_frac", "dup_line_char_frac"),
+    ("dup_para_char_frac", "gopher_dup_para_char_frac", "dup_para_char_frac"),
+    *[(f"top_{n}gram", f"gopher_top_{n}gram_frac", f"top_{n}gram_frac") for n in TOP_NS],
+    *[(f"dup_{n}gram", f"gopher_dup_{n}gram_frac", f"dup_{n}gram_frac") for n in DUP_NS],
+]
+
+
+@register
+class GopherRepetition(DocumentStage):
+    """Reject documents whose lines, paragraphs or n-grams repeat too much (Gopher Table A1)."""
+
+    name = "gopher_repetition"
+    Params = GopherRepetitionParams
+    columns = COLUMNS
+
+    def process(self, doc) -> Optional[str]:
+        signals = repetition_signals(doc.get("text") or "")
+        doc.update(signals)
+        p = self.params
+        for rule, column, field in _RULES:
+            if signals[column] > getattr(p, field):
+                return rule
+        return None
