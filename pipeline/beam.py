@@ -69,9 +69,9 @@ def _strip_transport(doc: Document) -> Document:
 class ReadFileDoFn(beam.DoFn):
     """One input path (or a list read in order, for --limit) -> Documents; read rejections tagged."""
 
-    def __init__(self, limit: Optional[int] = None, max_bytes: int = 10_000_000):
+    def __init__(self, limit: Optional[int] = None, read_params: Any = None):
         self.limit = limit
-        self.max_bytes = max_bytes
+        self.read_params = read_params
 
     def setup(self):
         self.counters = _Counters(READ_STAGE)
@@ -84,7 +84,7 @@ class ReadFileDoFn(beam.DoFn):
         seen = 0
         for path in paths:
             start, n_file = time.time(), 0
-            for doc, why in iter_records(path, max_bytes=self.max_bytes):
+            for doc, why in iter_records(path, params=self.read_params):
                 if self.limit is not None and seen >= self.limit:
                     return
                 seen += 1
@@ -205,16 +205,17 @@ def schemas_for(stages: Sequence[Stage]):
     return build_schema(columns), build_schema(columns, rejected=True)
 
 
-def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any], limit: Optional[int] = None):
+def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
+                limit: Optional[int] = None, read_params: Any = None):
     """Add the whole pipeline to Beam pipeline ``p``; ``run_info`` goes into manifest.json."""
     if limit is not None:
-        read = p | "Inputs" >> beam.Create([list(inputs)]) | "Read" >> beam.ParDo(ReadFileDoFn(limit)).with_outputs(REJECTED_TAG, main="docs")
+        read = p | "Inputs" >> beam.Create([list(inputs)]) | "Read" >> beam.ParDo(ReadFileDoFn(limit, read_params)).with_outputs(REJECTED_TAG, main="docs")
     else:
         read = (
             p
             | "Inputs" >> beam.Create(list(inputs))
             | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadFileDoFn()).with_outputs(REJECTED_TAG, main="docs")
+            | "Read" >> beam.ParDo(ReadFileDoFn(None, read_params)).with_outputs(REJECTED_TAG, main="docs")
         )
     docs = read.docs | "SpreadDocs" >> beam.Reshuffle()
     rejected = [read[REJECTED_TAG]]
@@ -301,12 +302,12 @@ def query_counters(result) -> Dict[str, int]:
 
 
 def run(stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
-        limit: Optional[int] = None, beam_args: Sequence[str] = ()) -> Dict[str, int]:
+        limit: Optional[int] = None, beam_args: Sequence[str] = (), read_params: Any = None) -> Dict[str, int]:
     """Build and run the graph; block until done; return the counters."""
     options = make_options(beam_args)
     runner = make_runner(options)
     p = beam.Pipeline(runner=runner, options=options)
-    build_graph(p, stages, inputs, out_dir, output_spec, run_info, limit)
+    build_graph(p, stages, inputs, out_dir, output_spec, run_info, limit, read_params)
     result = p.run()
     result.wait_until_finish()
     return query_counters(result)

@@ -131,7 +131,7 @@ def _user_error_types():
     from pipeline.config import ConfigError
 
     types: List[type] = [ConfigError, RunnerOptionError, FileNotFoundError]
-    for mod, name in (("pipeline.tokenize.cli", "UsageError"), ("model.checkpoint", "CheckpointError"),
+    for mod, name in (("pipeline.tokenize", "UsageError"), ("model.checkpoint", "CheckpointError"), ("pipeline.io.remote", "RemoteInputError"),
                       ("pipeline.report", "AccountingError")):
         try:
             types.append(getattr(importlib.import_module(mod), name))
@@ -152,6 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         args, beam_args = parser.parse_args(argv), []
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # Beam warns about optional GCP clients on every import
+        handler.addFilter(lambda record: "apitools not found" not in str(record.msg))
     if not args.verbose:
         for noisy in ("apache_beam", "absl", "trafilatura", "htmldate", "courlan"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

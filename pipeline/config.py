@@ -64,6 +64,7 @@ class PipelineSpec:
     description: str
     stages: List[StageSpec]
     output: OutputSpec
+    read: Any = None  # pipeline.io.readers.ReaderParams
     source: str = ""
 
     def build_stages(self) -> List[Stage]:
@@ -219,9 +220,9 @@ def get_pipeline(
     where_p = f"{cfg_path}: pipeline '{name}'"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where_p}: must be a mapping with 'stages:'")
-    unknown = set(raw) - {"description", "stages", "output"}
+    unknown = set(raw) - {"description", "stages", "output", "read"}
     if unknown:
-        raise ConfigError(f"{where_p}: unknown key(s) {sorted(unknown)}; expected description, stages, output")
+        raise ConfigError(f"{where_p}: unknown key(s) {sorted(unknown)}; expected description, stages, read, output")
     entries = raw.get("stages") or []
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where_p}: 'stages' must be a non-empty list")
@@ -234,9 +235,9 @@ def get_pipeline(
     params_by_stage = {n: dict(p) if isinstance(p, Mapping) else p for n, p in parsed}
     for text in overrides:
         stage, key, value = parse_override(text)
-        if stage == "output":
+        if stage in ("output", "read"):
             raw = dict(raw)
-            raw["output"] = dict(raw.get("output") or {}, **{key: value})
+            raw[stage] = dict(raw.get(stage) or {}, **{key: value})
             continue
         if stage not in params_by_stage:
             raise ConfigError(f"--set {text!r}: pipeline '{name}' has no stage '{stage}'; stages: {', '.join(names)}")
@@ -253,5 +254,8 @@ def get_pipeline(
             raise ConfigError(f"{where}: unknown stage{hint}; available: {', '.join(sorted(registry))}")
         cls = registry[stage_name]
         specs.append(StageSpec(stage_name, cls, build_params(cls.Params, params_by_stage[stage_name], where)))
+    from pipeline.io.readers import ReaderParams
+
     output = build_params(OutputSpec, raw.get("output") or {}, f"{where_p}, output")
-    return PipelineSpec(name, str(raw.get("description", "")).strip(), specs, output, cfg_path)
+    read = build_params(ReaderParams, raw.get("read") or {}, f"{where_p}, read")
+    return PipelineSpec(name, str(raw.get("description", "")).strip(), specs, output, read, cfg_path)

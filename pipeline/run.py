@@ -36,6 +36,7 @@ def run_fingerprint(spec: PipelineSpec, paths: Sequence[str], limit: Optional[in
         "pipeline": spec.name,
         "stages": [{"name": s.name, "params": dataclasses.asdict(s.params)} for s in spec.stages],
         "output": dataclasses.asdict(spec.output),
+        "read": dataclasses.asdict(spec.read),
         "inputs": [_input_signature(p) for p in paths],
         "limit": limit,
     }
@@ -77,7 +78,7 @@ def run_pipeline(
     from pipeline.io.readers import expand_inputs
 
     spec = get_pipeline(name, config, overrides)
-    paths = expand_inputs(list(inputs))
+    paths = expand_inputs(list(inputs), commoncrawl_base_url=spec.read.commoncrawl_base_url)
     fingerprint = run_fingerprint(spec, paths, limit)
     if not force:
         done = _completed_run(out_dir, fingerprint)
@@ -88,8 +89,13 @@ def run_pipeline(
 
     start = time.time()
     stages = spec.build_stages()
-    run_info = {"pipeline": name, "fingerprint": fingerprint, "inputs": len(paths)}
-    counters = beam_mod.run(stages, paths, out_dir, spec.output, run_info, limit=limit, beam_args=beam_args)
+    run_info = {
+        "pipeline": name,
+        "fingerprint": fingerprint,
+        "inputs": len(paths),
+        "stages": [{"name": s.name, "params": dataclasses.asdict(s.params)} for s in spec.stages],
+    }
+    counters = beam_mod.run(stages, paths, out_dir, spec.output, run_info, limit=limit, beam_args=beam_args, read_params=spec.read)
     report = report_mod.build_report(name, [s.name for s in stages], counters)
     report_mod.check_report(report)
     if "://" not in out_dir:

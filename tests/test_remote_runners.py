@@ -133,14 +133,22 @@ BUILD_SCRIPT = textwrap.dedent(
 
 WORKER_SCRIPT = textwrap.dedent(
     r'''
-    import json, sys, traceback
+    import json, sys, time, traceback
+    from apache_beam.coders.coders import deserialize_coder
     from apache_beam.internal import pickler
     from apache_beam.portability.api import beam_runner_api_pb2
 
-    proto_path, warc, max_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    proto_paths, warc, max_bytes, spec_name = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    PAYLOAD_TYPES = {
+        "beam:transform:pardo:v1": beam_runner_api_pb2.ParDoPayload,
+        "beam:transform:combine_per_key:v1": beam_runner_api_pb2.CombinePayload,
+        "beam:transform:combine_globally:v1": beam_runner_api_pb2.CombinePayload,
+        "beam:transform:combine_grouped_values:v1": beam_runner_api_pb2.CombinePayload,
+        "beam:transform:window_into:v1": beam_runner_api_pb2.WindowIntoPayload,
+    }
 
     def function_specs(message, found):
-        """Every FunctionSpec nested anywhere in a proto message (transforms, coders, windowing...)."""
+        """Every FunctionSpec nested anywhere in a proto message (coders, windowing strategies ...)."""
         if isinstance(message, beam_runner_api_pb2.FunctionSpec):
             found.append(message)
         for field, value in message.ListFields():
@@ -157,60 +165,55 @@ WORKER_SCRIPT = textwrap.dedent(
                     function_specs(v, found)
         return found
 
-    def nested_payloads(message):
-        """Payload bytes of transforms hold more protos (ParDoPayload, CombinePayload ...)."""
-        out = []
-        for t in message.components.transforms.values():
-            urn, payload = t.spec.urn, t.spec.payload
-            cls = {
-                "beam:transform:pardo:v1": beam_runner_api_pb2.ParDoPayload,
-                "beam:transform:combine_per_key:v1": beam_runner_api_pb2.CombinePayload,
-                "beam:transform:combine_globally:v1": beam_runner_api_pb2.CombinePayload,
-                "beam:transform:combine_grouped_values:v1": beam_runner_api_pb2.CombinePayload,
-                "beam:transform:combine_per_key_precombine:v1": beam_runner_api_pb2.CombinePayload,
-                "beam:transform:combine_per_key_merge_accumulators:v1": beam_runner_api_pb2.CombinePayload,
-                "beam:transform:combine_per_key_extract_outputs:v1": beam_runner_api_pb2.CombinePayload,
-                "beam:transform:window_into:v1": beam_runner_api_pb2.WindowIntoPayload,
-            }.get(urn)
-            if cls is not None and payload:
-                out.append((t.unique_name, cls.FromString(payload)))
-        return out
+    def pickled_specs(proto):
+        """(where, FunctionSpec) for every pickled Python object the runner would ship to workers."""
+        specs = [("components", s) for s in function_specs(proto, [])]
+        for t in proto.components.transforms.values():
+            cls = PAYLOAD_TYPES.get(t.spec.urn)
+            if cls is not None and t.spec.payload:  # transform payloads are serialized protos themselves
+                specs += [(t.unique_name, s) for s in function_specs(cls.FromString(t.spec.payload), [])]
+        return [(w, s) for w, s in specs if "pickled_python" in s.urn]
 
-    proto = beam_runner_api_pb2.Pipeline.FromString(open(proto_path, "rb").read())
-    specs = [("components", s) for s in function_specs(proto, [])]
-    for label, msg in nested_payloads(proto):
-        specs += [(label, s) for s in function_specs(msg, [])]
-
-    result = {"pickled": 0, "largest": 0, "errors": [], "kinds": {}, "apply_stages": [], "read_dofns": 0}
-    apply_fns, read_fns = [], []
-    for label, spec in specs:
-        if "pickled_python" not in spec.urn:
-            continue
-        result["pickled"] += 1
-        result["largest"] = max(result["largest"], len(spec.payload))
-        if len(spec.payload) > max_bytes:
-            result["errors"].append(f"{label}: pickled payload of {len(spec.payload)} bytes ({spec.urn})")
-        try:
-            obj = pickler.loads(spec.payload)
-        except Exception:
-            result["errors"].append(f"{label}: cannot unpickle {spec.urn}:\n{traceback.format_exc()}")
-            continue
-        fn = obj[0] if isinstance(obj, tuple) and obj else obj
-        kind = type(fn).__module__ + "." + type(fn).__qualname__
-        result["kinds"][kind] = result["kinds"].get(kind, 0) + 1
-        if type(fn).__name__ == "ApplyStagesDoFn":
-            apply_fns.append(fn)
-        elif type(fn).__name__ == "ReadFileDoFn":
-            read_fns.append(fn)
-    result["read_dofns"] = len(read_fns)
+    result = {"graphs": {}, "errors": [], "kinds": {}}
+    apply_fns, read_fns = None, None
+    for limit, path in sorted(proto_paths.items()):
+        proto = beam_runner_api_pb2.Pipeline.FromString(open(path, "rb").read())
+        graph = {"pickled": 0, "largest": 0, "apply_stages": [], "read_dofns": 0}
+        applies, reads = [], []
+        for where, spec in pickled_specs(proto):
+            graph["pickled"] += 1
+            graph["largest"] = max(graph["largest"], len(spec.payload))
+            if len(spec.payload) > max_bytes:
+                result["errors"].append(f"limit={limit} {where}: pickled payload of {len(spec.payload)} bytes ({spec.urn})")
+            try:  # exactly how the SDK harness turns payloads back into objects
+                if spec.urn == "beam:coder:pickled_python:v1":
+                    obj = deserialize_coder(spec.payload)
+                else:
+                    obj = pickler.loads(spec.payload)
+            except Exception:
+                result["errors"].append(f"limit={limit} {where}: cannot unpickle {spec.urn}:\n{traceback.format_exc()}")
+                continue
+            fn = obj[0] if isinstance(obj, tuple) and obj else obj
+            kind = type(fn).__module__ + "." + type(fn).__qualname__
+            result["kinds"][kind] = result["kinds"].get(kind, 0) + 1
+            if type(fn).__name__ == "ApplyStagesDoFn":
+                applies.append(fn)
+                graph["apply_stages"].append([s.name for s in fn.stages])
+            elif type(fn).__name__ == "ReadFileDoFn":
+                reads.append(fn)
+        graph["read_dofns"] = len(reads)
+        result["graphs"][limit] = graph
+        if apply_fns is None:
+            apply_fns, read_fns = applies, reads
     torch_after_unpickle = "torch" in sys.modules
 
-    # What a worker does next: setup(), then process. Read real records with the unpickled reader.
+    # What a worker does next with the unpickled DoFns: setup(), then process real records.
     import dataclasses
     import apache_beam as beam
     from pipeline.config import get_pipeline
     from pipeline.stages.base import run_stages
 
+    result["shipped_params"] = {s.name: dataclasses.asdict(s.params) for fn in apply_fns for s in fn.stages}
     docs = []
     for fn in read_fns[:1]:
         fn.setup()
@@ -218,16 +221,11 @@ WORKER_SCRIPT = textwrap.dedent(
             if not isinstance(out, beam.pvalue.TaggedOutput):
                 docs.append(out)
     result["read_docs"] = len(docs)
-
-    order = {}
-    for fn in apply_fns:
-        fn.setup()
-        result["apply_stages"].append([[s.name, dataclasses.asdict(s.params)] for s in fn.stages])
-    spec_name = json.loads(sys.argv[4])
     spec = get_pipeline(spec_name)
     position = {s.name: i for i, s in enumerate(spec.stages)}
     apply_fns.sort(key=lambda fn: position[fn.stages[0].name])
-
+    for fn in apply_fns:
+        fn.setup()
     # Chain the unpickled fused DoFns (collection stages between them are left out) ...
     remote, current = [], [dict(d) for d in docs]
     for fn in apply_fns:
@@ -243,13 +241,15 @@ WORKER_SCRIPT = textwrap.dedent(
     # ... and compare with the same document stages built here from pipelines.yaml, in a plain loop.
     local_stages = [s for s in spec.build_stages() if s.kind == "document"]
     local = list(run_stages(local_stages, [dict(d) for d in docs]))
+
     def canon(pairs):
         return sorted(json.dumps([d, why], sort_keys=True, default=str) for d, why in pairs)
+
     result["processed"] = len(remote)
     result["kept"] = sum(1 for _, why in remote if why is None)
     result["same_as_local"] = canon(remote) == canon(local)
     result["torch_imported"] = torch_after_unpickle or "torch" in sys.modules
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
     '''
 )
 
@@ -302,21 +302,24 @@ def test_pickled_payloads_load_and_run_in_a_fresh_worker_process(built, name):
 
     res = _built(built, name)
     warc = str(require_shared(*SAMPLE_WARC))
-    for limit, path in res["protos"].items():
-        worker = _run_python(WORKER_SCRIPT, path, warc, str(MAX_PICKLED_PAYLOAD_BYTES), json.dumps(name))
-        assert not worker["errors"], "\n".join(worker["errors"])
-        assert worker["pickled"] >= 5, worker
-        assert worker["read_dofns"] == 1
-        # the fused stage DoFns carry exactly the configured document stages with their parameters
-        shipped = [s for group in worker["apply_stages"] for s in group]
-        document_stages = [s for s in res["stages"] if s not in res["collection_stages"]]
-        assert [s for s, _ in shipped] == document_stages, (limit, shipped)
-        for stage, params in shipped:
-            assert json.loads(json.dumps(params, default=str)) == json.loads(json.dumps(res["params"][stage], default=str)), stage
-        assert worker["read_docs"] > 0
-        assert worker["processed"] == worker["read_docs"]  # each record kept or rejected, none lost
-        assert worker["same_as_local"], f"{name}: unpickled stages decide differently from locally built ones"
-        assert worker["torch_imported"] is False, f"{name}: unpickling/running the worker code imported torch"
+    worker = _run_python(WORKER_SCRIPT, json.dumps(res["protos"]), warc, str(MAX_PICKLED_PAYLOAD_BYTES), name)
+    assert not worker["errors"], "\n".join(worker["errors"])
+    document_stages = [s for s in res["stages"] if s not in res["collection_stages"]]
+    assert sorted(worker["graphs"]) == sorted(res["protos"])
+    for limit, graph in worker["graphs"].items():
+        assert graph["pickled"] >= 5, (limit, graph)
+        assert graph["read_dofns"] == 1, (limit, graph)
+        # the fused stage DoFns carry exactly the configured document stages, in order
+        shipped = sorted(graph["apply_stages"], key=lambda g: res["stages"].index(g[0]))
+        assert [s for group in shipped for s in group] == document_stages, (limit, shipped)
+    # ... with their parameters intact
+    for stage in document_stages:
+        assert json.dumps(worker["shipped_params"][stage], sort_keys=True, default=str) == \
+            json.dumps(res["params"][stage], sort_keys=True, default=str), stage
+    assert worker["read_docs"] > 0
+    assert worker["processed"] == worker["read_docs"]  # each record kept or rejected, none lost
+    assert worker["same_as_local"], f"{name}: unpickled stages decide differently from locally built ones"
+    assert worker["torch_imported"] is False, f"{name}: unpickling/running the worker code imported torch"
 
 
 def _gcp_available() -> bool:
@@ -370,9 +373,10 @@ def test_dataflow_dry_run_translates_every_pipeline():
     assert out["torch_imported"] is False
     from pipeline.config import get_pipeline
 
+    failed = {name: res["error"] for name, res in out["results"].items() if not res["ok"]}
+    assert not failed, "Dataflow translation failed:\n" + "\n".join(f"--- {n}:\n{e[-3000:]}" for n, e in failed.items())
     for name in PIPELINES:
         res = out["results"][name]
-        assert res["ok"], f"{name}: Dataflow translation failed:\n{res.get('error')}"
         assert res["state"].endswith("DONE")
         assert "BATCH" in res["job_type"]
         assert res["images"] == [FAKE_IMAGE], res["images"]

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from model.evaluate.scoring import (
     as_text_tokenizer,
     autocast_context,
-    forward_logits,
     model_block_size,
     model_device,
+    selected_logits,
 )
 
 LN2 = math.log(2.0)
@@ -109,8 +109,8 @@ def sliding_window_nll(model, tokens: Sequence[int] | np.ndarray, max_length: in
                 tgt.extend(tokens[end - n_scored + 1:end + 1].tolist())
                 dest.append((end - n_scored, end))  # positions in nll (target index - 1)
             with autocast_context(device, dtype):
-                logits = forward_logits(model, torch.from_numpy(batch).to(device))
-            picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].float()
+                picked = selected_logits(model, torch.from_numpy(batch).to(device),
+                                         torch.tensor(rows, device=device), torch.tensor(cols, device=device)).float()
             losses = F.cross_entropy(picked, torch.tensor(tgt, device=device), reduction="none")
             losses = losses.double().cpu().numpy()
             offset = 0
@@ -224,8 +224,9 @@ def read_token_documents(files: Sequence[Path], max_tokens: int | None = None) -
                     raise ValueError(f"{path}: 'tokens' must be a list column, got {column.type}")
                 values = column.values.to_numpy(zero_copy_only=False)
                 offsets = column.offsets.to_numpy()
+                valid = column.is_valid().to_numpy(zero_copy_only=False)
                 for i in range(len(column)):
-                    if not column.is_valid(i):
+                    if not valid[i]:
                         continue
                     doc = np.asarray(values[offsets[i]:offsets[i + 1]], dtype=np.int64)
                     docs.append(doc)

@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
-from model.evaluate.bpb import BPBParams, evaluate_text_file, evaluate_token_shards
-from model.evaluate.scoring import as_text_tokenizer, evaluate_continuations, evaluate_multiple_choice
 from model.evaluate.tasks import DEFAULT_BPB_TEXT, TASKS, local_task_dir
+
+# torch and the scorers are imported inside the functions that use them, so that the `refinery`
+# command can add these sub-commands' arguments without importing torch (an optional extra).
 
 DEFAULT_TASKS = "bpb,hellaswag,arc_easy,arc_challenge,piqa,lambada"
 KNOWN_TASKS = ("bpb",) + tuple(TASKS)
@@ -52,20 +51,26 @@ def parse_task_list(text: str | Sequence[str]) -> list[str]:
 def resolve_device(device: str | None) -> str:
     """``auto``/None -> ``cuda`` when available, else ``cpu``."""
     if device in (None, "auto"):
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
 
 def evaluate(model, tokenizer, tasks: str | Sequence[str] = DEFAULT_TASKS, data_dir=None, limit: int | None = None,
              *, batch_size: int = 32, device=None, dtype: str | None = None, text: str | Path | None = None,
-             tokens: str | Path | None = None, bpb_params: BPBParams | None = None,
-             allow_download: bool = False, log=None) -> dict:
+             tokens: str | Path | None = None, bpb_params=None, allow_download: bool = False,
+             log=None) -> dict:
     """Run the named tasks; returns ``{task: {metric: value, ..., "n": items}}``.
 
     ``bpb`` measures bits per byte on ``tokens`` (token shards, ``DIR/val/*.arrow``) and/or ``text``
     (a text file); with neither it uses WikiText-2 raw test from the data dir. With both, the token
     shards' result is ``bpb`` and the text's is ``bpb_text``. ``limit`` caps the items per task.
+    ``bpb_params`` is a ``model.evaluate.bpb.BPBParams`` (window, stride, token cap).
     """
+    from model.evaluate.bpb import BPBParams, evaluate_text_file, evaluate_token_shards
+    from model.evaluate.scoring import as_text_tokenizer, evaluate_continuations, evaluate_multiple_choice
+
     names = parse_task_list(tasks)
     tok = as_text_tokenizer(tokenizer)
     log = log or (lambda msg: None)
@@ -163,6 +168,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def run_eval(args: argparse.Namespace) -> dict:
     """``refinery eval``: load, evaluate, write JSON, print the table; returns the results."""
+    from model.evaluate.bpb import BPBParams
+
     device = resolve_device(args.device)
     model, _config, tokenizer_json, step_dir = _load(args.checkpoint, device, args.tokenizer)
     bpb_params = BPBParams(stride=args.stride, batch_size=max(1, args.batch_size // 4), max_tokens=args.max_tokens,

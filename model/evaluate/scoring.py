@@ -27,7 +27,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.evaluate.tasks import ContinuationItem, MultipleChoiceItem
 
@@ -153,6 +152,33 @@ def forward_logits(model, idx: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def selected_logits(model, idx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Logits [N, V] at positions (rows[i], cols[i]) of ``idx`` only.
+
+    With a large vocabulary the full [B, T, V] logits of a batch dwarf everything else (32 x 100 x
+    50,257 floats = 640 MB), so for a model whose output layer is ``model.lm_head`` (model/gpt.py) a
+    forward pre-hook hands ``lm_head`` just the selected final hidden states. Other models (e.g. a
+    transformers one) get the full logits, then the selection.
+    """
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, torch.nn.Module) or not hasattr(model, "config"):
+        return forward_logits(model, idx)[rows, cols]
+
+    def pick(_module, inputs):
+        hidden = inputs[0]
+        return (hidden[rows, cols],) + tuple(inputs[1:])
+
+    handle = head.register_forward_pre_hook(pick)
+    try:
+        out = forward_logits(model, idx)
+    finally:
+        handle.remove()
+    if out.dim() != 2 or out.shape[0] != rows.numel():
+        raise RuntimeError(f"selected_logits: the model reshaped its logits to {tuple(out.shape)}; "
+                           "it no longer applies lm_head last")
+    return out
+
+
 # ----------------------------------------------------------------------------- tokenization
 
 
@@ -210,32 +236,51 @@ class ContinuationScore:
     n_tokens: int
 
 
+def continuation_pieces(context: Sequence[int], continuation: Sequence[int], max_length: int
+                        ) -> list[tuple[list[int], list[int]]]:
+    """Model inputs that score a continuation: [(input ids, scored target ids)], right to left.
+
+    Normally one piece: the last ``max_length`` tokens before the final one, scoring the whole
+    continuation (the context is cut from the left, as the harness does). A continuation longer
+    than the window is scored in several windows, each of its tokens given the ``max_length``
+    tokens before it at most, so its log-likelihood stays a sum over all of its tokens.
+    """
+    whole = list(context) + list(continuation)
+    first = len(context)  # index in ``whole`` of the first scored token
+    pieces = []
+    end = len(whole)
+    while end > first:
+        begin = max(0, end - 1 - max_length)
+        lo = max(first, begin + 1)
+        pieces.append((whole[begin:end - 1], whole[lo:end]))
+        end = lo
+    return pieces
+
+
 @torch.no_grad()
 def score_continuations(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
                         batch_size: int = 32, max_length: int | None = None, device=None,
                         dtype: str | None = None, pad_id: int = 0) -> list[ContinuationScore]:
     """Score each (context ids, continuation ids) pair; see the module docstring.
 
-    Requests are sorted longest first so that batches pad little, and results come back in the
-    input order. Only the continuation positions' logits go through log-softmax (in float32).
+    Model inputs are sorted longest first so that batches pad little, and results come back in the
+    input order. Only the continuation positions go through the output layer and the softmax.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     max_length = max_length or model_block_size(model)
     device = torch.device(device) if device is not None else model_device(model)
-    prepared = []
+    prepared = []  # (request index, input ids, scored target ids)
     for i, (ctx, cont) in enumerate(requests):
-        cont = list(cont)
-        if not cont:
+        if len(cont) == 0:
             raise ValueError(f"request {i} has an empty continuation")
-        if len(cont) > max_length:
-            raise ValueError(f"request {i}: continuation of {len(cont)} tokens exceeds the context "
-                             f"length {max_length}")
-        whole = (list(ctx) + cont)[-(max_length + 1):]
-        inp = whole[:-1]
-        prepared.append((i, inp, cont))
+        if len(ctx) == 0:
+            raise ValueError(f"request {i} has an empty context (use the end-of-text token)")
+        for inp, targets in continuation_pieces(ctx, cont, max_length):
+            prepared.append((i, inp, targets))
     order = sorted(range(len(prepared)), key=lambda k: -len(prepared[k][1]))
-    results: list[ContinuationScore | None] = [None] * len(prepared)
+    totals = [0.0] * len(requests)
+    greedy_all = [True] * len(requests)
     was_training = model.training
     model.eval()
     try:
@@ -244,31 +289,28 @@ def score_continuations(model, requests: Sequence[tuple[Sequence[int], Sequence[
             width = max(len(inp) for _, inp, _ in chunk)
             batch = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             rows, cols, targets, spans = [], [], [], []
-            for r, (_, inp, cont) in enumerate(chunk):
+            for r, (_, inp, tgt) in enumerate(chunk):
                 batch[r, :len(inp)] = torch.tensor(inp, dtype=torch.long)
-                first = len(inp) - len(cont)
-                rows.extend([r] * len(cont))
-                cols.extend(range(first, len(inp)))
-                targets.extend(cont)
-                spans.append(len(cont))
+                rows.extend([r] * len(tgt))
+                cols.extend(range(len(inp) - len(tgt), len(inp)))
+                targets.extend(tgt)
+                spans.append(len(tgt))
             with autocast_context(device, dtype):
-                logits = forward_logits(model, batch.to(device))
-            picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].float()
-            logprobs = F.log_softmax(picked, dim=-1)
+                picked = selected_logits(model, batch.to(device), torch.tensor(rows, device=device),
+                                         torch.tensor(cols, device=device)).float()
             target_t = torch.tensor(targets, device=device)
-            token_ll = logprobs.gather(1, target_t[:, None])[:, 0].double().cpu()
-            greedy = (logprobs.argmax(dim=-1) == target_t).cpu()
+            # log p(target) = logit[target] - logsumexp(logits): no [N, V] log-softmax tensor needed
+            token_ll = (picked.gather(1, target_t[:, None])[:, 0] - torch.logsumexp(picked, dim=-1)).double().cpu()
+            greedy = (picked.argmax(dim=-1) == target_t).cpu()
             offset = 0
             for (orig, _, _), n in zip(chunk, spans):
-                results[orig] = ContinuationScore(
-                    loglikelihood=float(token_ll[offset:offset + n].sum()),
-                    is_greedy=bool(greedy[offset:offset + n].all()),
-                    n_tokens=n,
-                )
+                totals[orig] += float(token_ll[offset:offset + n].sum())
+                greedy_all[orig] = greedy_all[orig] and bool(greedy[offset:offset + n].all())
                 offset += n
     finally:
         model.train(was_training)
-    return results  # type: ignore[return-value]
+    return [ContinuationScore(loglikelihood=totals[i], is_greedy=greedy_all[i], n_tokens=len(cont))
+            for i, (_, cont) in enumerate(requests)]
 
 
 def binomial_stderr(p: float, n: int) -> float:
@@ -281,11 +323,10 @@ def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoiceIte
                              return_details: bool = False) -> dict:
     """``acc``, ``acc_norm`` (and stderrs), ``chance`` and ``n`` for multiple-choice items."""
     tok = as_text_tokenizer(tokenizer)
-    pairs, owners = [], []
-    for i, item in enumerate(items):
+    pairs = []
+    for item in items:
         for choice in item.choices:
             pairs.append((item.context, item.target_delimiter + choice))
-            owners.append(i)
     requests = encode_requests(tok, pairs)
     scores = score_continuations(model, requests, batch_size=batch_size, max_length=max_length,
                                  device=device, dtype=dtype, pad_id=tok.eot_id or 0)

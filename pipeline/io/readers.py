@@ -57,6 +57,8 @@ from pipeline.io.remote import (
     open_input,
 )
 
+from resiliparse.parse.encoding import detect_encoding, map_encoding_to_html5
+
 try:  # brotli comes with resiliparse (via FastWARC); without it, br bodies are left as they are
     import brotli
 except ImportError:  # pragma: no cover - present in every supported install
@@ -217,7 +219,9 @@ def _expand_pattern(pattern: str, base_url: str) -> List[str]:
     raise ValueError(f"input {pattern!r} does not exist")
 
 
-def expand_inputs(patterns: Union[str, List[str]], *, commoncrawl_base_url: str = DEFAULT_COMMONCRAWL_BASE_URL) -> List[str]:
+def expand_inputs(
+    patterns: Union[str, List[str]], *, commoncrawl_base_url: str = DEFAULT_COMMONCRAWL_BASE_URL
+) -> List[str]:
     """Input files named by ``patterns`` (files, folders, globs, remote patterns, URLs, path lists).
 
     Folders give every supported file inside (recursively, sorted); globs and remote patterns give their
@@ -350,7 +354,10 @@ class _RawWindow:
 class _GzipMembers:
     """Events over concatenated gzip members: ('member', off) ('data', bytes) ('end', off)
     ('damaged', off) ('abandoned', off) ('truncated', off). After 'damaged' or 'abandoned' the stream
-    resumes at the next gzip header whose first bytes inflate to something ``starts_record`` accepts."""
+    resumes at the next gzip header whose first bytes inflate to something ``starts_record`` accepts;
+    each gzip header skipped on the way is reported as one more 'damaged' member (so two neighbouring
+    damaged members count twice; a member whose own gzip header is destroyed cannot be told apart
+    from the damaged member before it and is counted with it)."""
 
     def __init__(self, raw: _RawWindow, starts_record: Callable[[bytes], bool]):
         self.raw = raw
@@ -367,8 +374,9 @@ class _GzipMembers:
             if raw.slice(pos, pos + 3) != _GZIP_MAGIC:
                 if raw.eof and not raw.slice(pos, raw.end).strip(_FILL):
                     return  # trailing padding, not data
-                nxt = self._next_member(pos + 1)
-                yield ("damaged", pos)
+                nxt, failed = self._next_member(pos + 1)
+                for lost in [pos] + failed:
+                    yield ("damaged", lost)
                 if nxt is None:
                     return
                 pos = nxt
@@ -383,8 +391,11 @@ class _GzipMembers:
             if outcome == "truncated":
                 yield ("truncated", pos)
                 return
-            nxt = self._next_member(max(pos + 1, raw.start))
+            nxt, failed = self._next_member(max(pos + 1, raw.start))
             yield (outcome, pos)
+            if outcome == "damaged":  # further gzip headers in the skipped stretch: members lost as well
+                for lost in failed:  # (not after 'abandoned': a huge member's data holds chance matches)
+                    yield ("damaged", lost)
             if nxt is None:
                 return
             pos = nxt
@@ -417,20 +428,23 @@ class _GzipMembers:
         except zlib.error:
             return "damaged", None
 
-    def _next_member(self, start: int) -> Optional[int]:
-        """Offset of the next gzip header at or after ``start`` that begins a record, or None."""
+    def _next_member(self, start: int) -> Tuple[Optional[int], List[int]]:
+        """(offset of the next gzip header at or after ``start`` that begins a record, or None;
+        offsets of the gzip headers skipped on the way because they did not inflate to a record)."""
         raw = self.raw
+        failed: List[int] = []
         while True:
             idx = raw.find(_GZIP_MAGIC, start)
             if idx < 0:
                 start = max(start, raw.end - len(_GZIP_MAGIC) + 1)
                 raw.discard_before(start)
                 if not raw.fill():
-                    return None
+                    return None, failed
                 continue
             raw.ensure(idx + _PROBE_IN)
             if self._member_starts_record(idx):
-                return idx
+                return idx, failed
+            failed.append(idx)
             start = idx + 1
 
     def _member_starts_record(self, idx: int) -> bool:
@@ -460,6 +474,11 @@ class _PlainChunks:
 def _open_source(fh, starts_record: Callable[[bytes], bool]) -> Tuple[bool, Union[_GzipMembers, _PlainChunks]]:
     """(compressed?, event source) for a binary stream: gzip members or plain chunks, by magic bytes."""
     first = fh.read(_READ_CHUNK)
+    while 0 < len(first) < 8:  # streams may return short reads; the magic bytes need a few
+        more = fh.read(_READ_CHUNK)
+        if not more:
+            break
+        first += more
     if first[:4] == b"\x28\xb5\x2f\xfd" or first[:3] == b"BZh" or first[:6] == b"\xfd7zXZ\x00":
         raise ValueError("zstd/bzip2/xz compressed inputs are not supported: recompress with gzip or decompress")
     if first[:2] == _GZIP_MAGIC[:2]:
@@ -480,23 +499,20 @@ def _parse_fields(lines: Iterable[bytes]) -> Dict[str, str]:
     """'Name: value' lines -> {lower-case name: value}; first occurrence wins, folded lines joined."""
     fields: Dict[str, str] = {}
     last: Optional[str] = None
-    for raw_line in lines:
-        line = raw_line.rstrip(b"\r")
+    for line in b"\n".join(lines).decode("utf-8", "replace").split("\n"):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
-        if line[:1] in (b" ", b"\t"):
+        if line[0] in " \t":
             if last is not None:
-                fields[last] += " " + line.strip().decode("utf-8", "replace")
+                fields[last] += " " + line.strip()
             continue
-        name, sep, value = line.partition(b":")
-        if not sep:
+        name, sep, value = line.partition(":")
+        key = name.strip().lower()
+        if not sep or key in fields:
             last = None
             continue
-        key = name.strip().lower().decode("latin-1")
-        if key in fields:
-            last = None
-            continue
-        fields[key] = value.strip().decode("utf-8", "replace")
+        fields[key] = value.strip()
         last = key
     return fields
 
@@ -561,7 +577,9 @@ class _ArcDialect:
         if nl < 0:
             return _BAD if len(buf) >= _ARC_LINE_LIMIT else _NEED
         parts = bytes(buf[:nl]).split()
-        if len(parts) < 5 or not _ARC_URL.match(parts[0]) or not _ARC_DATE.fullmatch(parts[2]) or not parts[-1].isdigit():
+        if len(parts) < 5 or not parts[-1].isdigit():
+            return _BAD
+        if not _ARC_URL.match(parts[0]) or not _ARC_DATE.fullmatch(parts[2]):
             return _BAD
         url = parts[0].decode("utf-8", "replace")
         date = parts[2].decode("ascii")
@@ -678,6 +696,9 @@ class _RecordSplitter:
                 k = _LEADING_FILL.match(buf).end()
                 if k:
                     self._consume(k)
+                    if self.compressed and self.run > self.record_cap:  # a member inflating to filler
+                        self.want_abandon = True
+                        break
                 if not buf:
                     break
                 parsed = self.dialect.parse_header(buf)
@@ -745,9 +766,10 @@ class _RecordSplitter:
 def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]:
     """Raw records of an archive stream, gzip member by member when compressed, with damage recovery.
 
-    A record completed inside a gzip member is held back until the member's CRC has been checked (or
-    until a later record of the same member completes): if the member turns out damaged, the held
-    record becomes a ``read:corrupt_gzip`` rejection instead of a page with damaged bytes.
+    Records cut from a gzip member are held back until the member's CRC has been checked, or until a
+    later well-formed record of the same member completes (files gzipped as one member): if the
+    member turns out damaged, its held records become ``read:corrupt_gzip`` rejections instead of
+    pages with damaged bytes, and junk inflated from the damage is not counted a second time.
     """
     compressed, source = _open_source(fh, dialect.starts_record)
     splitter = _RecordSplitter(dialect, params, compressed)
@@ -757,21 +779,25 @@ def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]
         yield from splitter.finish()
         return
     held: List[_RawRecord] = []
+    member = 0
     for event in source.events():
         kind = event[0]
         if kind == "data":
-            done = splitter.feed(event[1])
-            if done:
-                yield from held
-                yield from done[:-1]
-                held = done[-1:]
+            held.extend(splitter.feed(event[1]))
+            last_good = max((i for i, r in enumerate(held) if r.problem is None and r.headers), default=0)
+            if last_good:
+                yield from held[:last_good]
+                del held[:last_good]
             if splitter.want_abandon:
                 source.abandon = True
         elif kind == "member":
-            splitter.start_member(event[1])
-        elif kind == "end":
+            member = event[1]
+            splitter.start_member(member)
+        elif kind in ("end", "abandoned"):
             yield from held
             held = []
+            if kind == "abandoned":
+                splitter.abort()
         elif kind == "damaged":
             lost = [_RawRecord(r.offset, r.headers, problem=R_CORRUPT_GZIP) for r in held if r.problem is None]
             held = []
@@ -780,12 +806,12 @@ def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]
                 pending.problem = R_CORRUPT_GZIP
                 lost.append(pending)
             yield from lost or [_RawRecord(event[1], {}, problem=R_CORRUPT_GZIP)]
-        elif kind == "abandoned":
-            yield from held
-            held = []
-            splitter.abort()
-        elif kind == "truncated":
-            yield from held
+        elif kind == "truncated":  # the file ends inside this member: its CRC can never be checked
+            junk = any(r.problem == R_BAD_HEADER for r in held)  # inflated garbage: damage, not a cut
+            reason = R_CORRUPT_GZIP if junk else R_TRUNCATED
+            unverified = [_RawRecord(r.offset, r.headers, problem=reason) for r in held if r.problem is None]
+            kept = [r for r in held if r.problem is not None and r.problem != R_BAD_HEADER]
+            yield from kept + (unverified or ([_RawRecord(member, {}, problem=reason)] if junk else []))
             held = []
     yield from held
     yield from splitter.finish()
@@ -795,6 +821,7 @@ def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]
 # Records -> Documents
 
 _DOC_TYPES = frozenset({"response", "resource", "conversion"})
+_HTTP_MIMES = frozenset({"application/http", "message/http"})
 _STATUS = re.compile(rb"[ \t]*(?:HTTP/[0-9.]*[ \t]+)+(\d{3})(?!\d)", re.I)
 _HTTP_HEADER_LIMIT = 1 << 16
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([^\"';,\s]+)", re.I)
@@ -872,7 +899,11 @@ def _looks_like_markup(payload: bytes) -> bool:
 
 
 def _inflate_capped(payload: bytes, wbits: int, cap: int) -> Optional[bytes]:
-    """zlib/gzip/raw-deflate inflate with an output cap (_TooLarge); None when it is not such data."""
+    """zlib/gzip/raw-deflate inflate with an output cap (_TooLarge); None when it is not such data.
+
+    A damaged or cut gzip/zlib body keeps what inflated before the damage (a truncated page is still
+    a page: both formats have a header that was checked); raw deflate has no header, so only a
+    complete stream counts."""
     d = zlib.decompressobj(wbits)
     out = bytearray()
     try:
@@ -883,7 +914,10 @@ def _inflate_capped(payload: bytes, wbits: int, cap: int) -> Optional[bytes]:
             if d.eof:
                 break
     except zlib.error:
-        pass  # keep what inflated before the damage (a truncated body is still a page)
+        if wbits < 0:
+            return None
+    if wbits < 0 and not d.eof:
+        return None
     return bytes(out) if out else None
 
 
@@ -930,8 +964,6 @@ def _html5_encoding(label: Optional[str]) -> Optional[str]:
     """WHATWG-canonical Python codec name for a charset label, or None for unknown/bogus labels."""
     if not label:
         return None
-    from resiliparse.parse.encoding import map_encoding_to_html5
-
     try:
         enc = map_encoding_to_html5(label.strip().strip("\"'"), fallback_utf8=False)
         if enc:
@@ -971,8 +1003,6 @@ def decode_html(payload: bytes, declared_charset: Optional[str] = None) -> str:
         text = _decode_strict(payload, enc)
         if text is not None:
             return text
-    from resiliparse.parse.encoding import detect_encoding
-
     try:
         detected = _html5_encoding(detect_encoding(payload))
     except Exception:  # detection is a best effort
@@ -1019,9 +1049,9 @@ def _archive_record_to_document(rec: _RawRecord, source: str, params: ReaderPara
 
     block = rec.block
     warc_mime, warc_charset = _split_content_type(rec.headers.get("content-type"))
-    is_arc = "x-arc-date" in rec.headers
-    http_like = block[:5].upper() == b"HTTP/" or block.lstrip(_FILL)[:5].upper() == b"HTTP/"
-    if wtype == "response" and (warc_mime == "application/http" or ((is_arc or not warc_mime) and http_like)):
+    start = _LEADING_FILL.match(block).end()
+    http_like = block[start: start + 5].upper() == b"HTTP/"
+    if wtype == "response" and (warc_mime in _HTTP_MIMES or http_like):
         http = _parse_http(block)
         if http is None:
             return doc, (R_TOO_LARGE if rec.too_large else R_BAD_HTTP)

@@ -26,8 +26,11 @@ Every signal is recorded as a column (also on rejected documents).
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
 import re
-from typing import List, Optional, Sequence
+from operator import methodcaller
+from typing import Optional, Sequence
 
 import pyarrow as pa
 
@@ -70,42 +73,36 @@ class GopherQualityParams:
             raise ParamError(f"stage '{s}': 'stop_words' must be a list of non-empty words, got {self.stop_words!r}")
 
 
-def count_alpha_tokens(tokens: List[str]) -> int:
-    """Number of tokens containing at least one alphabetic character."""
-    search = _ALPHA_RE.search
-    n = 0
-    for t in tokens:
-        if t.isalpha() or search(t):
-            n += 1
-    return n
-
-
 def quality_signals(text: str, stop_words: frozenset) -> dict:
     """All Gopher quality signals of ``text``, keyed by column name."""
     tokens = split_words(text)
-    n_words = 0
-    word_chars = 0
-    n_stop = 0
-    punct = PUNCTUATION
-    for t in tokens:
-        w = t.strip(punct)
-        if w:
-            n_words += 1
-            word_chars += len(w)
-            if w in stop_words or w.lower() in stop_words:
-                n_stop += 1
+    n_tokens = len(tokens)
+    # Per-token work stays in C (map/compress/filter) for the common case of purely alphabetic
+    # tokens; only the others ("word,", "2019", "it's") are stripped of edge punctuation and
+    # searched for a letter.
+    is_alpha = list(map(str.isalpha, tokens))
+    pure = list(itertools.compress(tokens, is_alpha))
+    rest = list(itertools.compress(tokens, map(operator.not_, is_alpha)))
+    rest_words = list(filter(None, map(str.strip, rest, itertools.repeat(PUNCTUATION, len(rest)))))
+    n_words = len(pure) + len(rest_words)
+    word_chars = sum(map(len, pure)) + sum(map(len, rest_words))
+    is_stop = stop_words.__contains__
+    n_stop = sum(map(is_stop, map(str.lower, pure))) + sum(map(is_stop, map(str.lower, rest_words)))
+    search = _ALPHA_RE.search
+    alpha_tokens = len(pure) + sum(1 for t in rest if search(t))
+
     lines = split_lines(text)
     n_lines = len(lines)
-    bullets = sum(1 for line in lines if line.startswith(BULLETS))
-    ellipses = sum(1 for line in lines if line.endswith(("...", "…")))
+    bullets = sum(map(methodcaller("startswith", BULLETS), lines))
+    ellipses = sum(map(methodcaller("endswith", ("...", "…")), lines))
     symbols = text.count("#") + text.count("...") + text.count("…")
     return {
         "gopher_words": n_words,
         "gopher_mean_word_length": word_chars / n_words if n_words else 0.0,
-        "gopher_symbol_word_ratio": symbols / n_words if n_words else (float(symbols > 0)),
+        "gopher_symbol_word_ratio": symbols / n_words if n_words else float(symbols > 0),
         "gopher_bullet_lines_frac": bullets / n_lines if n_lines else 0.0,
         "gopher_ellipsis_lines_frac": ellipses / n_lines if n_lines else 0.0,
-        "gopher_alpha_words_frac": count_alpha_tokens(tokens) / len(tokens) if tokens else 0.0,
+        "gopher_alpha_words_frac": alpha_tokens / n_tokens if n_tokens else 0.0,
         "gopher_stop_words": n_stop,
     }
 

@@ -24,15 +24,17 @@ denominator count the same things; words come from ``text_utils.split_words`` (c
 Chinese/Japanese/Thai).
 
 Speed: words are mapped to integer ids once; n-gram ids for n = 2..10 are built incrementally as
-64-bit polynomial hashes over the id array with numpy (uint64 arithmetic wraps), and counted with
-one ``np.unique`` per n. Coverage of duplicated n-grams is a difference-array cumulative sum. A
-64-bit hash collision between two different n-grams of one document has probability ~ m^2 / 2^65
-(m n-grams), i.e. never in practice.
+64-bit polynomial hashes over the id array with numpy (uint64 arithmetic wraps). For each n only
+the candidate positions (where both (n-1)-grams inside repeat) are sorted to count occurrences,
+so the work shrinks quickly with n. Coverage of duplicated n-grams is a difference-array
+cumulative sum. A 64-bit hash collision between two different n-grams of one document has
+probability ~ m^2 / 2^65 (m n-grams), i.e. never in practice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -88,49 +90,67 @@ def duplicate_stats(items: List[str]) -> Tuple[int, int]:
     return dup_items, dup_chars
 
 
+def _occurrence_counts(values: np.ndarray) -> np.ndarray:
+    """For each element, how many times its value occurs in ``values`` (one sort)."""
+    order = values.argsort(kind="stable")
+    sorted_vals = values[order]
+    starts = np.concatenate(([0], (sorted_vals[1:] != sorted_vals[:-1]).nonzero()[0] + 1, [len(values)]))
+    run_lengths = starts[1:] - starts[:-1]
+    counts = np.empty(len(values), dtype=np.int64)
+    counts[order] = np.repeat(run_lengths, run_lengths)
+    return counts
+
+
 def ngram_repetition_signals(words: List[str]) -> Dict[int, float]:
     """For n in 2..4: top n-gram character fraction; for n in 5..10: duplicated n-gram character
-    fraction (definitions in the module docstring). Keys are n."""
+    fraction (definitions in the module docstring). Keys are n.
+
+    Only n-grams that can repeat are counted: the n-gram at i can occur twice only if the
+    (n-1)-grams at i and i+1 both do, so each n sorts just those candidates (few, past n = 2)."""
     out = {n: 0.0 for n in TOP_NS + DUP_NS}
     n_words = len(words)
     if n_words < 2:
         return out
+    # word -> position of its first occurrence (in C: dict.setdefault mapped over words, positions)
     vocab: Dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.uint64, count=n_words)
+    first_pos = np.fromiter(map(vocab.setdefault, words, itertools.count()), dtype=np.int64, count=n_words)
     if len(vocab) == n_words:  # every word distinct: no n-gram can repeat
         return out
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=n_words)
-    total_chars = int(lengths.sum())
+    repeated = np.bincount(first_pos, minlength=n_words)[first_pos] > 1  # unigram occurs twice
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
+    csum = np.zeros(n_words + 1, dtype=np.int64)  # chars of words[i:i+n] = csum[i+n] - csum[i]
+    np.cumsum(lengths, out=csum[1:])
+    total_chars = int(csum[-1])
     if total_chars == 0:
         return out
-    # prefix sums of word lengths: chars of words[i:i+n] = csum[i+n] - csum[i]
-    csum = np.zeros(n_words + 1, dtype=np.int64)
-    np.cumsum(lengths, out=csum[1:])
-    ids = ids + np.uint64(1)  # no zero ids, so "a" and "a a" hash apart
-    hashes = ids.copy()
-    for n in range(2, DUP_NS[-1] + 1):
-        m = n_words - n + 1
-        if m < 2:
-            break
-        with np.errstate(over="ignore"):
+    ids = first_pos.astype(np.uint64) + np.uint64(1)  # no zero ids, so "a" and "a a" hash apart
+    hashes = ids
+    with np.errstate(over="ignore"):  # the polynomial hash wraps around 2^64 on purpose
+        for n in range(2, DUP_NS[-1] + 1):
+            m = n_words - n + 1
+            if m < 2:
+                break
             hashes = hashes[:m] * _HASH_MULT + ids[n - 1 :]
-        _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
-        max_count = int(counts.max())
-        if max_count < 2:
-            # no repeated n-gram: no longer n-gram can repeat either
-            break
-        occ_counts = counts[inverse]
-        if n in TOP_NS:
-            starts = np.flatnonzero(occ_counts == max_count)
-            window_chars = csum[starts + n] - csum[starts]
-            out[n] = float(max_count * int(window_chars.max())) / total_chars
-        else:
-            dup_starts = np.flatnonzero(occ_counts >= 2)
-            diff = np.zeros(n_words + 1, dtype=np.int32)
-            diff[dup_starts] += 1  # indices are distinct, so plain fancy indexing is exact
-            diff[dup_starts + n] -= 1
-            covered = np.cumsum(diff[:-1]) > 0
-            out[n] = float(lengths[covered].sum()) / total_chars
+            cand = (repeated[:m] & repeated[1 : m + 1]).nonzero()[0]
+            if len(cand) < 2:
+                break  # no repeated n-gram: no longer n-gram can repeat either
+            counts = _occurrence_counts(hashes[cand])
+            dup_starts = cand[counts >= 2]
+            if not len(dup_starts):
+                break
+            repeated = np.zeros(m, dtype=bool)
+            repeated[dup_starts] = True
+            if n in TOP_NS:
+                max_count = int(counts.max())
+                starts = cand[counts == max_count]
+                window_chars = csum[starts + n] - csum[starts]
+                out[n] = float(max_count * int(window_chars.max())) / total_chars
+            else:
+                diff = np.zeros(n_words + 1, dtype=np.int32)
+                diff[dup_starts] += 1  # indices are distinct, so plain fancy indexing is exact
+                diff[dup_starts + n] -= 1
+                covered = diff[:-1].cumsum() > 0
+                out[n] = float(lengths[covered].sum()) / total_chars
     return out
 
 

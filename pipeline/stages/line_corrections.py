@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -42,49 +42,48 @@ from pipeline.stages.text_utils import has_no_space_script, split_words
 
 # --- call-to-action fragments ------------------------------------------------------------------
 
-# Phrases (regex fragments, matched case-insensitively as whole words). Kept to navigation and
-# e-commerce buttons that are never content on their own.
-CALL_TO_ACTION_PHRASES = [
-    r"read (?:the )?(?:full )?(?:more|article|story|post)",
-    r"continue reading",
-    r"keep reading",
-    r"click here(?: to [a-z]+)?",
-    r"learn more",
-    r"(?:see|show|view|load) (?:more|all|less|details)",
-    r"more info(?:rmation)?",
-    r"sign (?:in|up|out)",
-    r"log ?(?:in|out)",
-    r"register",
-    r"create (?:an )?account",
-    r"my account",
-    r"forgot (?:your )?password\??",
-    r"subscribe(?: now| today| to our newsletter)?",
-    r"(?:share|tweet|pin)(?: (?:this|it)(?: (?:article|post|page|story))?)?",
-    r"(?:email|print) (?:this|it)(?: (?:article|post|page|story))?",
-    r"share on (?:facebook|twitter|linkedin|pinterest|whatsapp|reddit|email|x)",
-    r"(?:like|follow) us on (?:facebook|twitter|instagram|linkedin|youtube|pinterest)",
-    r"add to (?:cart|basket|bag|wish ?list|favou?rites|compare)",
-    r"buy now",
-    r"shop now",
-    r"order now",
-    r"(?:view|my|your|shopping) (?:cart|basket|bag)",
-    r"checkout",
-    r"(?:you have )?\d* ?items? in (?:your )?(?:shopping )?(?:cart|basket|bag)",
-    r"your (?:shopping )?(?:cart|basket|bag) is empty",
-    r"back to top",
-    r"skip to (?:main )?(?:content|navigation)",
-    r"leave a (?:comment|reply)",
-    r"(?:post a )?reply",
-    r"(?:accept|allow) (?:all )?cookies",
-    r"download now",
-    r"watch now",
-    r"(?:previous|next) (?:post|article|page|story)",
-]
-_CTA = "(?:" + "|".join(CALL_TO_ACTION_PHRASES) + r")\b"
-_CTA_TAIL = r"[\s.…»›>→!]*"  # "Read more...", "Read More »", "Continue reading →"
+# Call-to-action phrases (literal, case-insensitive, whole words; any count may precede them, as
+# in "0 items in cart"). Kept to navigation, sharing and e-commerce buttons that are never
+# content on their own.
+CALL_TO_ACTION_PHRASES = (
+    "read more", "read full article", "read the full article", "read full story", "read the full story",
+    "read full post", "read article", "read post", "read story", "continue reading", "keep reading",
+    "click here", "learn more", "see more", "show more", "view more", "load more", "see all", "view all",
+    "show all", "show less", "see details", "view details", "more info", "more information",
+    "sign in", "sign up", "sign out", "log in", "login", "log out", "logout", "register",
+    "create account", "create an account", "my account", "forgot password", "forgot your password",
+    "subscribe", "subscribe now", "subscribe today", "subscribe to our newsletter",
+    "share", "share this", "share this article", "share this post", "share this page", "share this story",
+    "share it", "tweet", "tweet this", "pin it", "email this", "email this article", "print this",
+    "print this page", "print this article",
+    "share on facebook", "share on twitter", "share on linkedin", "share on pinterest", "share on whatsapp",
+    "share on reddit", "like us on facebook", "follow us on facebook", "follow us on twitter",
+    "follow us on instagram", "follow us on linkedin", "follow us on youtube", "follow us on pinterest",
+    "add to cart", "add to basket", "add to bag", "add to wishlist", "add to wish list", "add to favorites",
+    "add to favourites", "add to compare", "buy now", "shop now", "order now", "view cart", "my cart",
+    "your cart", "shopping cart", "view basket", "shopping bag", "checkout",
+    "item in cart", "items in cart", "item in your cart", "items in your cart", "items in your shopping cart",
+    "item in basket", "items in basket", "items in your basket", "items in bag", "items in your bag",
+    "your cart is empty", "your shopping cart is empty", "your basket is empty",
+    "back to top", "skip to content", "skip to main content", "skip to navigation",
+    "leave a comment", "leave a reply", "post a reply", "reply", "accept cookies", "accept all cookies",
+    "allow cookies", "download now", "watch now", "previous post", "next post", "previous article",
+    "next article", "previous page", "next page", "previous story", "next story",
+)
+_CTA = (
+    r"(?:you have\s+)?(?:\d+\s+)?(?:"
+    + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in sorted(CALL_TO_ACTION_PHRASES, key=len, reverse=True))
+    + r")\b"
+)
+# Cheap guards before the regexes (supersets: a line that passes still goes through the regex):
+# a leading fragment starts with one of these words (or a count), a trailing one ends with one.
+_CTA_FIRST_WORDS = tuple(sorted({p.split()[0] for p in CALL_TO_ACTION_PHRASES} | {"you"}))
+_CTA_LAST_WORDS = tuple(sorted({p.split()[-1] for p in CALL_TO_ACTION_PHRASES}))
+_CTA_TAIL_CHARS = " .…»›>→!"
+_CTA_TAIL = f"[\\s{re.escape(_CTA_TAIL_CHARS.strip())}]*"  # "Read more...", "Read More »", "Continue reading →"
 # Separators between navigation items. No ":" ("Email: x@y.z" is content, not a button).
 _SEP = r"\s*[|•·»›«‹>→/–—-]+\s*"
-_LEADING_CTA_RE = re.compile(rf"^\s*\b{_CTA}{_CTA_TAIL}(?:{_SEP}|$)", re.IGNORECASE)
+_LEADING_CTA_RE = re.compile(rf"^\s*{_CTA}{_CTA_TAIL}(?:{_SEP}|$)", re.IGNORECASE)
 _TRAILING_CTA_RE = re.compile(rf"(?:^|(?<=[.!?…\"')\]])|{_SEP})\s*{_CTA}{_CTA_TAIL}$", re.IGNORECASE)
 # A trailing fragment is short: only the end of a long line is searched.
 _TRAILING_WINDOW = 120
@@ -93,13 +92,18 @@ _TRAILING_WINDOW = 120
 def strip_call_to_action(line: str) -> Tuple[str, int]:
     """(line without leading/trailing call-to-action fragments, number of words removed)."""
     removed = 0
-    while True:
+    while line:
+        head = line[:32].lstrip().lower()
+        if not (head.startswith(_CTA_FIRST_WORDS) or head[:1].isdigit()):
+            break
         m = _LEADING_CTA_RE.search(line)
         if not m or m.end() == 0:
             break
         removed += len(m.group(0).split())
         line = line[m.end() :]
     while line:
+        if not line[-48:].lower().rstrip(_CTA_TAIL_CHARS).endswith(_CTA_LAST_WORDS):
+            break
         m = _TRAILING_CTA_RE.search(line, max(0, len(line) - _TRAILING_WINDOW))
         if not m or m.start() == len(line):
             break
@@ -121,7 +125,8 @@ _COUNTER_LINE_RE = re.compile(rf"^[\W_]*{_ONE_COUNTER}(?:[\W_]+{_ONE_COUNTER})*[
 _LETTER_RE = re.compile(r"[^\W\d_]")
 _DIGIT_RE = re.compile(r"\d")
 _ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
-_ASCII_LETTERS = _ASCII_UPPER + bytes(range(ord("a"), ord("z") + 1))
+_ASCII_LOWER = bytes(range(ord("a"), ord("z") + 1))
+_ASCII_LETTERS = _ASCII_UPPER + _ASCII_LOWER
 
 
 def is_counter_line(line: str) -> bool:
@@ -143,13 +148,21 @@ def uppercase_letter_fraction(line: str) -> float:
             return 0.0
         upper = len(b) - len(b.translate(None, _ASCII_UPPER))
         return upper / letters
-    letters = upper = 0
-    for c in line:
-        if c.isalpha():
-            letters += 1
-            if c.isupper():
-                upper += 1
-    return upper / letters if letters else 0.0
+    letters = sum(map(str.isalpha, line))
+    if not letters:
+        return 0.0
+    return sum(map(str.isupper, line)) / letters
+
+
+def is_mostly_uppercase(line: str, limit: float) -> bool:
+    """True when more than ``limit`` of the line's letters are upper case. Shortcut for text in
+    Latin script: with L ASCII lower-case letters among n characters, the upper-case fraction is
+    at most 1 - L/n, so most lines are decided without looking at every character."""
+    b = line.encode("ascii", "ignore") if not line.isascii() else line.encode("ascii")
+    lower = len(b) - len(b.translate(None, _ASCII_LOWER))
+    if 1.0 - lower / len(line) <= limit:
+        return False
+    return uppercase_letter_fraction(line) > limit
 
 
 def is_single_word_line(line: str) -> bool:
@@ -178,20 +191,22 @@ class LineCorrectionsParams:
 
 
 def correct_lines(text: str, params: LineCorrectionsParams) -> Tuple[str, Dict[str, int], int]:
-    """(corrected text, words removed per rule, words in the original text)."""
+    """(corrected text, words removed per rule, words in the original text).
+
+    Applies the rule functions above in order; cheap exact guards skip calls that cannot match
+    (counter and numeric lines contain a digit; a single-word line contains no space)."""
     enabled = set(params.rules)
     removed = {r: 0 for r in RULES}
-    line_rules: List[Tuple[str, Callable[[str], bool]]] = []
-    if "counter" in enabled:
-        line_rules.append(("counter", is_counter_line))
-    if "numeric" in enabled:
-        line_rules.append(("numeric", is_numeric_line))
-    if "uppercase" in enabled:
-        limit = params.uppercase_fraction
-        line_rules.append(("uppercase", lambda s: uppercase_letter_fraction(s) > limit))
-    if "single_word" in enabled:
-        line_rules.append(("single_word", is_single_word_line))
-    strip_cta = "call_to_action" in enabled
+    do_cta = "call_to_action" in enabled
+    do_counter = "counter" in enabled
+    do_numeric = "numeric" in enabled
+    do_upper = "uppercase" in enabled
+    do_single = "single_word" in enabled
+    limit = params.uppercase_fraction
+    # Text without Chinese/Japanese/Thai: words are whitespace tokens (the fast path).
+    spaced = not has_no_space_script(text)
+    count_words = (lambda s: len(s.split())) if spaced else (lambda s: len(split_words(s)))
+    digit = _DIGIT_RE.search
 
     total_words = 0
     out: List[str] = []
@@ -203,22 +218,29 @@ def correct_lines(text: str, params: LineCorrectionsParams) -> Tuple[str, Dict[s
                 out.append("")
                 prev_blank = True
             continue
-        n_words = len(split_words(line))
+        n_words = count_words(line)
         total_words += n_words
-        if strip_cta:
+        if do_cta:
             line, cta_words = strip_call_to_action(line)
             if cta_words:
                 removed["call_to_action"] += cta_words
                 if not line:
                     continue
-                n_words = len(split_words(line))
-        for rule, matches in line_rules:
-            if matches(line):
-                removed[rule] += n_words
-                break
+                n_words = count_words(line)
+        has_digit = digit(line) is not None
+        if do_counter and has_digit and is_counter_line(line):
+            rule = "counter"
+        elif do_numeric and has_digit and is_numeric_line(line):
+            rule = "numeric"
+        elif do_upper and is_mostly_uppercase(line, limit):
+            rule = "uppercase"
+        elif do_single and " " not in line and "\t" not in line and is_single_word_line(line):
+            rule = "single_word"
         else:
             out.append(line)
             prev_blank = False
+            continue
+        removed[rule] += n_words
     while out and out[-1] == "":
         out.pop()
     return "\n".join(out), removed, total_words

@@ -53,25 +53,27 @@ _CONT_1251 = (
     "\u00ae\u0407\u00b0\u00b1\u0406\u0456\u0491\u00b5\u00b6\u00b7\u0451\u2116\u0454\u00bb\u0458"
     "\u0405\u0455\u0457]"
 )
+# Written as one leading character class (which the regex engine scans for quickly) followed by
+# look-behinds choosing the continuation rule for that lead character.
 _MOJIBAKE_HINT_RE = re.compile(
-    "[\x80-\x9f]"
-    f"|[\u00c2\u00c3]{_CONT}"
-    f"|[\u00c4-\u00df]{_CONT_NO_NBSP}"
-    f"|[\u00e0-\u00ef]{_CONT}{_CONT}"
-    f"|[\u00f0-\u00f4]{_CONT}{_CONT}{_CONT}"
-    f"|[\u0420\u0421]{_CONT_1251}[\u0420\u0421]{_CONT_1251}"
+    "[\x80-\x9f\u00c2-\u00f4\u0420\u0421](?:"
+    "(?<=[\x80-\x9f])"
+    f"|(?<=[\u00c2\u00c3]){_CONT}"
+    f"|(?<=[\u00c4-\u00df]){_CONT_NO_NBSP}"
+    f"|(?<=[\u00e0-\u00ef]){_CONT}{_CONT}"
+    f"|(?<=[\u00f0-\u00f4]){_CONT}{_CONT}{_CONT}"
+    f"|(?<=[\u0420\u0421]){_CONT_1251}[\u0420\u0421]{_CONT_1251})"
 )
-# One character class holding every first character of the pattern above: a fast pre-scan.
-_MOJIBAKE_LEAD_RE = re.compile("[\x80-\x9f\u00c2-\u00f4\u0420\u0421]")
 
+_ODD_LINE_BREAKS = ("\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029")
 _LINE_BREAKS_RE = re.compile("\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
 # Unicode category Zs, except the plain space itself
 _SPACE_SEPARATORS = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+_SPACE_SEPARATOR_RE = re.compile(f"[{_SPACE_SEPARATORS}]")
 _CONTROLS = "".join(
     c for c in map(chr, range(0x00, 0xA0)) if unicodedata.category(c) == "Cc" and c not in "\n\t"
 ) + "\ufeff\u200b\u00ad"
 _CONTROL_RE = re.compile(f"[{re.escape(_CONTROLS)}]")
-_SPACE_SEPARATOR_RE = re.compile(f"[{_SPACE_SEPARATORS}]")
 _HSPACE_RUN_RE = re.compile(r"[ \t]{2,}")
 _BLANK_LINES_RE = re.compile(r"\n{3,}")
 
@@ -96,22 +98,14 @@ def _ftfy_config():
 
 def may_have_mojibake(text: str) -> bool:
     """Cheap test: can ``text`` contain UTF-8-read-as-another-encoding mojibake?"""
-    if text.isascii():
-        return False
-    m = _MOJIBAKE_LEAD_RE.search(text)
-    return m is not None and _MOJIBAKE_HINT_RE.search(text, m.start()) is not None
+    return not text.isascii() and _MOJIBAKE_HINT_RE.search(text) is not None
 
 
-def normalize_whitespace(text: str) -> str:
-    """Line breaks -> ``\\n``, spaces unified and collapsed, lines stripped, <= 1 blank line."""
-    if "\r" in text or not text.isascii():
-        text = _LINE_BREAKS_RE.sub("\n", text)
-    if not text.isascii():
-        text = _SPACE_SEPARATOR_RE.sub(" ", text)
-    text = _HSPACE_RUN_RE.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    text = _BLANK_LINES_RE.sub("\n\n", text)
-    return text.strip("\n")
+def unify_line_breaks(text: str) -> str:
+    """``\\r\\n``, ``\\r``, VT, FF, NEL, U+2028, U+2029 -> ``\\n``."""
+    if any(c in text for c in _ODD_LINE_BREAKS):
+        return _LINE_BREAKS_RE.sub("\n", text)
+    return text
 
 
 def remove_control_chars(text: str) -> str:
@@ -124,6 +118,32 @@ def to_nfc(text: str) -> str:
     if text.isascii() or unicodedata.is_normalized("NFC", text):
         return text
     return unicodedata.normalize("NFC", text)
+
+
+def clean_lines(text: str) -> str:
+    """Per line: control characters removed, Unicode spaces -> " ", space runs collapsed, both
+    ends stripped; then at most one blank line in a row and none at the start or end.
+    ``text`` must already use ``\\n`` line breaks only."""
+    out = []
+    for line in text.split("\n"):
+        if not line.isprintable():  # fast C check; false for tabs, controls, Zs, Cf, ...
+            line = _CONTROL_RE.sub("", line)
+            line = _SPACE_SEPARATOR_RE.sub(" ", line)
+        line = line.strip()
+        if "  " in line or "\t" in line:
+            line = _HSPACE_RUN_RE.sub(" ", line)
+        out.append(line)
+    text = "\n".join(out)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES_RE.sub("\n\n", text)
+    return text.strip("\n")
+
+
+def normalize_text(text: str, fix_mojibake=None) -> str:
+    """Steps 2-5 of the module docstring (``fix_mojibake``: optional callable run first)."""
+    if fix_mojibake is not None:
+        text = fix_mojibake(text)
+    return clean_lines(to_nfc(unify_line_breaks(text)))
 
 
 @dataclasses.dataclass
@@ -160,11 +180,7 @@ class Normalize(DocumentStage):
             repaired = fix_text(text, config)
             fixed = repaired != text
             text = repaired
-        text = _LINE_BREAKS_RE.sub("\n", text) if not text.isascii() or "\r" in text else text
-        text = to_nfc(text)
-        if not text.isascii() or _CONTROL_RE.search(text):
-            text = remove_control_chars(text)
-        return normalize_whitespace(text), fixed
+        return normalize_text(text), fixed
 
     def process(self, doc) -> Optional[str]:
         if not hasattr(self, "_ftfy"):

@@ -69,12 +69,15 @@ def split_words(text: str) -> List[str]:
 
 def split_lines(text: str) -> List[str]:
     """Non-empty lines of ``text``, stripped of surrounding whitespace."""
-    return [s for s in (line.strip() for line in text.split("\n")) if s]
+    return list(filter(None, map(str.strip, text.split("\n"))))
 
 
 def split_paragraphs(text: str) -> List[str]:
     """Non-empty paragraphs of ``text`` (separated by one or more blank lines), stripped."""
-    return [s for s in (p.strip() for p in _PARAGRAPH_SPLIT_RE.split(text)) if s]
+    if "\n" not in text:
+        text = text.strip()
+        return [text] if text else []
+    return list(filter(None, map(str.strip, _PARAGRAPH_SPLIT_RE.split(text))))
 
 
 def strip_punctuation(word: str) -> str:

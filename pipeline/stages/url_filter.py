@@ -288,9 +288,11 @@ class UrlFilter(DocumentStage):
         self._curated = frozenset(read_word_list(words_dir / "curated_domains.txt"))
         self._ready = True
 
+    _LOADED = ("_blocklist", "_strict_re", "_hard", "_soft", "_curated", "_ready")
+
     def __getstate__(self):
         # Loaded tables use the per-process string hash: never ship them; setup() rebuilds.
-        return {"params": self.params}
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOADED}
 
     def url_hits(self, url: str) -> Tuple[List[Tuple[str, str]], int]:
         """([(rule, detail), ...] in rule order, number of distinct soft words) for ``url``."""

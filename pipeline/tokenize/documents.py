@@ -107,10 +107,16 @@ def batch_columns(batch: pa.RecordBatch, with_keys: bool = False) -> Dict[str, l
     texts = [t if t is not None else "" for t in batch.column(names.index("text")).to_pylist()]
     out: Dict[str, list] = {"id": ids, "text": texts}
     if with_keys:
-        extra = [batch.column(names.index(c)).to_pylist() if c in names else [None] * len(ids) for c in KEY_COLUMNS]
-        # Same layout as pipeline.document.doc_key (id, source, record_offset joined by \x1f).
-        out["key"] = [f"{i}\x1f{s}\x1f{o}" for i, s, o in zip(ids, *extra)]
+        out["key"] = batch_doc_keys(batch)
     return out
+
+
+def batch_doc_keys(batch: pa.RecordBatch) -> List[str]:
+    """``pipeline.document.doc_key`` of every row (id, source, record_offset joined by \x1f; absent -> None)."""
+    names = batch.schema.names
+    cols = [batch.column(names.index(c)).to_pylist() if c in names else [None] * batch.num_rows
+            for c in ("id",) + KEY_COLUMNS]
+    return [f"{i}\x1f{s}\x1f{o}" for i, s, o in zip(*cols)]
 
 
 def write_document_shards(docs: Sequence[Dict[str, object]], folder: str, num_files: int = 1,

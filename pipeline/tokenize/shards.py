@@ -11,7 +11,7 @@ Each shard is an Arrow IPC *file*, UNCOMPRESSED (so it can be memory-mapped and 
 without a copy), holding exactly one record batch with columns ``id`` (string) and ``tokens``
 (``large_list<uint16>``, or ``large_list<uint32>`` when the vocabulary has more than 65,535 entries).
 Every row is one document whose tokens end with the ``<|endoftext|>`` id. Rows are sorted by ``id``
-(ties by the token bytes), a document goes to shard ``stable_hash64(id) % N``, and a shard is written
+(rows sharing an id by their token ids), a document goes to shard ``stable_hash64(id) % N``, and a shard is written
 under a temporary name and renamed when complete, so re-running gives byte-identical files.
 
 ``manifest.json``::
@@ -121,9 +121,19 @@ def shard_metadata(facts: Mapping[str, object]) -> Dict[str, str]:
     return {k: str(facts[k]) for k in ("vocab_size", "eot_id", "dtype", "tokenizer_sha256")}
 
 
-def sort_rows(rows: Iterable[Row]) -> List[Row]:
-    """Rows sorted by id, ties broken by token bytes: the deterministic order inside a shard."""
-    return sorted(rows)
+def sort_rows(rows: Iterable[Row], dtype_name: str) -> List[Row]:
+    """Rows sorted by id, rows with the same id by their token ids (numerically): the order inside a shard."""
+    ordered = sorted(rows, key=lambda row: row[0])
+    start = 0
+    while start < len(ordered):  # ids repeat rarely: only those runs get the (slower) numeric tie-break
+        end = start + 1
+        while end < len(ordered) and ordered[end][0] == ordered[start][0]:
+            end += 1
+        if end - start > 1:
+            ordered[start:end] = sorted(ordered[start:end],
+                                        key=lambda row: np.frombuffer(row[1], dtype=dtype_name).tolist())
+        start = end
+    return ordered
 
 
 def rows_to_record_batch(rows: Sequence[Row], dtype_name: str, metadata: Mapping[str, str] | None = None) -> pa.RecordBatch:
@@ -160,7 +170,7 @@ def write_bytes_atomically(path: str, data: bytes) -> None:
 def write_token_shard(output_dir: str, split: str, index: int, count: int, rows: Iterable[Row],
                       dtype_name: str, metadata: Mapping[str, str] | None = None) -> Dict[str, object]:
     """Sort ``rows``, write ``output_dir/split/part-i-of-n.arrow`` atomically; return its manifest entry."""
-    ordered = sort_rows(rows)
+    ordered = sort_rows(rows, dtype_name)
     batch = rows_to_record_batch(ordered, dtype_name, metadata)
     data = serialize_record_batch(batch)
     name = shard_file_name(index, count)

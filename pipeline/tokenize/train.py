@@ -4,7 +4,9 @@
    ``h = stable_hash64(f"{seed}\\x1f{doc_key}")``. One pass sums the (per-document capped) text bytes; from
    that total, documents with ``h`` below a threshold (``oversample`` x the byte budget's share) are
    training candidates and documents with ``h`` in the top ``heldout`` share form a held-out set. Each
-   worker spills its candidates to a local temp folder (one file per bundle, written then renamed).
+   worker spills its candidates to a temp folder (one file per bundle, written then renamed). The folder
+   (``--temp-dir``) must be reachable by the workers and the driver: local with the in-process runner,
+   a shared mount with a distributed one.
 2. Cut (driver): candidates sorted by ``(h, doc_key)``; the training sample is the longest prefix that
    fits ``sample_bytes`` (a bottom-k by hash: a uniform sample of documents, the same for the same input
    and seed whatever the worker count or bundle order). Only a small index is held in memory; texts are
@@ -44,7 +46,7 @@ import pyarrow.compute as pc
 
 from pipeline.document import stable_hash64
 from pipeline.tokenize import EOT_TOKEN, UsageError
-from pipeline.tokenize.documents import ShardBatchReader, list_batch_refs, resolve_document_files
+from pipeline.tokenize.documents import ShardBatchReader, batch_doc_keys, list_batch_refs, resolve_document_files
 from pipeline.tokenize.runner import DoFnProgress, make_pipeline, runs_in_this_process
 from pipeline.tokenize.shards import write_bytes_atomically
 
@@ -121,8 +123,8 @@ def sample_limits(total_docs: int, total_bytes: int, params: TrainTokenizerParam
 def batch_size_totals(batch: pa.RecordBatch, max_doc_bytes: int) -> Tuple[int, int]:
     """(documents, text bytes after ``cap_utf8``) of one record batch (vectorized; exact)."""
     text = batch.column(batch.schema.get_field_index("text"))
-    lengths = pc.binary_length(text)
-    over = pc.greater(lengths, pa.scalar(max_doc_bytes, lengths.type))
+    lengths = pc.binary_length(text).cast(pa.int64())
+    over = pc.greater(lengths, pa.scalar(max_doc_bytes, pa.int64()))
     total = int(pc.sum(pc.if_else(over, 0, lengths)).as_py() or 0)
     long_rows = pc.indices_nonzero(pc.fill_null(over, False))
     if len(long_rows):  # the few over-long documents: cap at a character boundary, like the spill does
@@ -186,14 +188,9 @@ class SpillSampledDocuments(beam.DoFn):
     def process(self, ref, totals):
         train_below, heldout_from = sample_limits(totals[0], totals[1], self.params)
         batch = self._reader.read(ref)
-        names = batch.schema.names
-        ids = batch.column(names.index("id")).to_pylist()
-        extra = [batch.column(names.index(c)).to_pylist() if c in names else [None] * len(ids)
-                 for c in ("source", "record_offset")]
         seed = self.params.seed
         picked: List[Tuple[int, int, bytes, int]] = []
-        for row, (doc_id, source, offset) in enumerate(zip(ids, *extra)):
-            key_text = f"{doc_id}\x1f{source}\x1f{offset}"  # = pipeline.document.doc_key(doc)
+        for row, key_text in enumerate(batch_doc_keys(batch)):
             h = stable_hash64(f"{seed}\x1f{key_text}")
             key = key_text.encode("utf-8", "surrogatepass")
             if h < train_below:
@@ -202,7 +199,7 @@ class SpillSampledDocuments(beam.DoFn):
                 picked.append((row, _KIND_HELDOUT, key, h))
         if picked:
             rows = pa.array([r for r, _, _, _ in picked], type=pa.int64())
-            texts = batch.column(names.index("text")).take(rows).cast(pa.binary()).to_pylist()
+            texts = batch.column(batch.schema.get_field_index("text")).take(rows).cast(pa.binary()).to_pylist()
             fh = self._file()
             for (_, kind, key, h), text in zip(picked, texts):
                 data = cap_utf8(text or b"", self.params.max_doc_bytes)

@@ -1,0 +1,299 @@
+"""Exact-substring dedup in Beam: cut every span of >= ``min_tokens`` tokens seen earlier in the corpus.
+
+RefinedWeb (after Lee et al. 2022) cuts out any span of >= 50 consecutive tokens that occurs
+elsewhere, then drops documents left with < 20 characters. Lee et al. use a suffix array on one
+machine; this module uses the equivalent window formulation, which distributes:
+
+- **Tokens**: maximal runs of non-space bytes of the UTF-8 text, where space = ASCII white space
+  (space, \\t, \\n, \\v, \\f, \\r) or U+00A0 (no-break space). Matching is therefore exact on the
+  token bytes and ignores how much white space separates tokens (a word-level stand-in for the
+  paper's GPT-2 tokens: 50 words are about 65 GPT-2 tokens, so our spans are slightly longer).
+  Scripts written without spaces (Chinese, Japanese, Thai) give very long tokens, so they are
+  matched at sentence rather than word granularity.
+- **Windows**: every run of ``k = min_tokens`` consecutive tokens gets a 128-bit fingerprint (two
+  independent 64-bit hashes over the k token hashes). A span of length >= k occurs twice if and only
+  if all its k-windows do, so "tokens covered by a repeated window" = "tokens inside a repeated span
+  of >= k tokens".
+- **Which copy stays**: documents are ordered by their node id (16-byte BLAKE2b of ``doc_key``: a
+  fixed pseudo-random order, the same on every run and with any number of workers); within a
+  document, by position. For each window fingerprint the first occurrence in that order stays and
+  every later occurrence is cut (repeats inside one document included).
+
+Beam graph: a DoFn emits (fingerprint, (node, first position in the doc)) once per distinct window of
+each document -> GroupByKey -> every occurrence except the smallest node's is a mark (node, position)
+-> CoGroupByKey with the documents -> cut the union of marked windows (plus the doc's own internal
+repeats, recomputed locally) and rebuild the text. A cut run of tokens i..j removes the bytes from
+the start of token i to the start of token j+1 (or to the end). Only documents with >= k tokens
+enter the shuffles; others pass through untouched.
+
+A document that was cut and is left with fewer than ``min_chars`` characters (after stripping) is
+rejected as ``substring_dedup:too_short`` (the rejected record keeps its original text for audit);
+documents that were not cut are never rejected here. Every processed document records
+``substring_dedup_removed_tokens``.
+
+Scale: one shuffle element per distinct window, i.e. per token (~50 bytes each): several times the
+text volume, linear and fully distributed, with no single-machine suffix array. Fingerprint
+collisions need ~2^64 windows. A cheaper variant would shuffle only sampled windows (winnowing) to
+find candidate document pairs and compare those pairs locally.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import apache_beam as beam
+import numba
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from pipeline.dedup.lsh import METRICS_NAMESPACE, node_id
+from pipeline.document import Document, doc_key
+from pipeline.stages.base import error_reason, reason
+
+REJECTED_TAG = "rejected"
+SHORT_TAG = "short"
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_space(buf, i, n):
+    """Width of the space character at buf[i] (1 for ASCII white space, 2 for U+00A0), else 0."""
+    c = buf[i]
+    if c == 32 or (9 <= c <= 13):
+        return 1
+    if c == 0xC2 and i + 1 < n and buf[i + 1] == 0xA0:
+        return 2
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def token_offsets(buf):
+    """(starts, ends) byte offsets of the tokens (runs of non-space bytes) of a UTF-8 buffer."""
+    n = buf.shape[0]
+    starts = np.empty(n // 2 + 1, dtype=np.int64)
+    ends = np.empty(n // 2 + 1, dtype=np.int64)
+    count = 0
+    i = 0
+    in_tok = False
+    while i < n:
+        w = _is_space(buf, i, n)
+        if w:
+            if in_tok:
+                ends[count - 1] = i
+                in_tok = False
+            i += w
+        else:
+            if not in_tok:
+                starts[count] = i
+                count += 1
+                in_tok = True
+            i += 1
+    if in_tok:
+        ends[count - 1] = n
+    return starts[:count], ends[:count]
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix64(h):
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def window_fingerprints(buf, starts, ends, k):
+    """(n_windows, 2) uint64: two independent 64-bit hashes of every run of k consecutive tokens."""
+    n = starts.shape[0]
+    th = np.empty(n, dtype=np.uint64)
+    for t in range(n):
+        h = np.uint64(0x243F6A8885A308D3) ^ np.uint64(ends[t] - starts[t])
+        for i in range(starts[t], ends[t]):
+            h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001B3)
+        th[t] = _mix64(h)
+    nw = n - k + 1 if n >= k else 0
+    out = np.empty((nw, 2), dtype=np.uint64)
+    for w in range(nw):
+        h1 = np.uint64(0x13198A2E03707344)
+        h2 = np.uint64(0xA4093822299F31D0)
+        for j in range(k):
+            v = th[w + j]
+            h1 = _mix64(h1 ^ v)
+            h2 = (h2 ^ (v + np.uint64(j))) * np.uint64(0x9E3779B97F4A7C15)
+            h2 ^= h2 >> np.uint64(29)
+        out[w, 0] = h1
+        out[w, 1] = _mix64(h2)
+    return out
+
+
+def text_windows(text: str, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[bytes]]:
+    """(utf8 buffer, token starts, token ends, 16-byte fingerprint of every k-token window)."""
+    buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    starts, ends = token_offsets(buf)
+    fps = window_fingerprints(buf, starts, ends, k)
+    raw = fps.tobytes()
+    return buf, starts, ends, [raw[i : i + 16] for i in range(0, len(raw), 16)]
+
+
+def first_positions(windows: List[bytes]) -> Dict[bytes, int]:
+    """Fingerprint -> position of its first occurrence in the document."""
+    first: Dict[bytes, int] = {}
+    for pos, fp in enumerate(windows):
+        if fp not in first:
+            first[fp] = pos
+    return first
+
+
+def cut_windows(text: str, k: int, marked_positions) -> Tuple[str, int]:
+    """Text with every marked window and every internal repeat cut out; (new text, tokens removed).
+
+    ``marked_positions``: window start positions to cut (marks from the corpus). A window whose
+    fingerprint already occurred earlier in the same document is cut too. An untouched text is
+    returned as is; a cut text is stripped."""
+    buf, starts, ends, windows = text_windows(text, k)
+    n = starts.shape[0]
+    if not windows:
+        return text, 0
+    cover = np.zeros(n + 1, dtype=np.int64)
+    seen = set()
+    any_mark = False
+    for pos, fp in enumerate(windows):
+        if fp in seen:
+            cover[pos] += 1
+            cover[pos + k] -= 1
+            any_mark = True
+        else:
+            seen.add(fp)
+    for pos in marked_positions:
+        if 0 <= pos < len(windows):
+            cover[pos] += 1
+            cover[pos + k] -= 1
+            any_mark = True
+    if not any_mark:
+        return text, 0
+    removed = np.cumsum(cover[:n]) > 0
+    data = buf.tobytes()
+    pieces = []
+    cursor = 0
+    t = 0
+    while t < n:
+        if not removed[t]:
+            t += 1
+            continue
+        j = t
+        while j + 1 < n and removed[j + 1]:
+            j += 1
+        pieces.append(data[cursor : starts[t]])
+        cursor = starts[j + 1] if j + 1 < n else len(data)
+        t = j + 1
+    pieces.append(data[cursor:])
+    new_text = b"".join(pieces).decode("utf-8", "surrogatepass").strip()
+    return new_text, int(removed.sum())
+
+
+class _EmitWindowsDoFn(beam.DoFn):
+    """Doc -> (node, doc) and (fingerprint, (node, first position)) per distinct window; short docs aside."""
+
+    def __init__(self, stage: str, k: int):
+        self.stage, self.k = stage, k
+
+    def process(self, doc):
+        try:
+            text = doc.get("text")
+            if text is None:
+                text = ""
+            if not isinstance(text, str):
+                raise TypeError(f"text is {type(text).__name__}, not str")
+            _, _, _, windows = text_windows(text, self.k)
+            node = node_id(doc_key(doc))
+        except Exception as exc:  # a dead letter, never a crashed run
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
+            return
+        if not windows:
+            yield beam.pvalue.TaggedOutput(SHORT_TAG, doc)
+            return
+        yield beam.pvalue.TaggedOutput("keyed", (node, doc))
+        for fp, pos in first_positions(windows).items():
+            yield (fp, (node, pos))
+
+
+def later_occurrences(element):
+    """(fingerprint, [(node, pos)...]) -> (node, pos) for every occurrence but the first document's."""
+    _, occurrences = element
+    first_in_node: Dict[bytes, int] = {}
+    for node, pos in occurrences:
+        if node not in first_in_node or pos < first_in_node[node]:
+            first_in_node[node] = pos
+    if len(first_in_node) < 2:
+        return
+    winner = min(first_in_node)
+    for node, pos in first_in_node.items():
+        if node != winner:
+            yield (node, pos)
+
+
+class _CutDoFn(beam.DoFn):
+    def __init__(self, stage: str, k: int, min_chars: int):
+        self.stage, self.k, self.min_chars = stage, k, min_chars
+        self.why_short = reason(stage, "too_short")
+
+    def setup(self):
+        self.removed = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|removed_tokens")
+        self.cut_docs = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|cut_documents")
+
+    def process(self, element):
+        _, grouped = element
+        marks = sorted(set(grouped["marks"]))
+        for doc in grouped["docs"]:
+            doc = dict(doc)
+            try:
+                new_text, removed = cut_windows(doc.get("text") or "", self.k, marks)
+            except Exception as exc:  # a dead letter, never a crashed run
+                yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
+                continue
+            doc[f"{self.stage}_removed_tokens"] = removed
+            if removed:
+                self.removed.inc(removed)
+                self.cut_docs.inc()
+                if len(new_text) < self.min_chars:
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, self.why_short))
+                    continue
+                doc["text"] = new_text
+            yield doc
+
+
+class SubstringDedup(beam.PTransform):
+    """Docs -> (kept, rejected): repeated spans of >= ``min_tokens`` tokens cut (first copy kept)."""
+
+    def __init__(self, stage: str = "substring_dedup", min_tokens: int = 50, min_chars: int = 20):
+        super().__init__()
+        if min_tokens < 1:
+            raise ValueError(f"min_tokens must be >= 1, got {min_tokens}")
+        self.stage, self.k, self.min_chars = stage, min_tokens, min_chars
+
+    def expand(self, docs):
+        stage = self.stage
+        emitted = docs | "EmitWindows" >> beam.ParDo(_EmitWindowsDoFn(stage, self.k)).with_outputs(
+            "keyed", SHORT_TAG, REJECTED_TAG, main="windows"
+        )
+        marks = (
+            emitted.windows
+            | "GroupWindows" >> beam.GroupByKey()
+            | "LaterOccurrences" >> beam.FlatMap(later_occurrences)
+        )
+        cut = (
+            {"docs": emitted.keyed, "marks": marks}
+            | "JoinMarks" >> beam.CoGroupByKey()
+            | "Cut" >> beam.ParDo(_CutDoFn(stage, self.k, self.min_chars)).with_outputs(REJECTED_TAG, main="kept")
+        )
+        short = emitted[SHORT_TAG] | "NothingRemoved" >> beam.Map(_with_zero_removed, f"{stage}_removed_tokens")
+        kept = (cut.kept, short) | "FlattenKept" >> beam.Flatten()
+        rejected = (cut[REJECTED_TAG], emitted[REJECTED_TAG]) | "FlattenRejected" >> beam.Flatten()
+        return kept, rejected
+
+
+def _with_zero_removed(doc: Document, column: str) -> Document:
+    doc = dict(doc)
+    doc[column] = 0
+    return doc
