@@ -50,8 +50,11 @@ COPY model /tmp/webrefinery-src/model
 RUN pip install --no-deps /tmp/webrefinery-src \
  && rm -rf /tmp/webrefinery-src
 
-# 3. The UT1 block list (pipelines.yaml reads ${WEBREFINERY_DATA}/blocklists/ut1).
+# 3. The UT1 block list (pipelines.yaml reads ${WEBREFINERY_DATA}/blocklists/ut1) and pipelines.yaml itself,
+#    so the image can also be the launcher: `refinery run NAME --config /opt/webrefinery/pipelines.yaml ...`
+#    (a non-editable install has no pipelines.yaml beside the package).
 COPY ${UT1_DIR} /opt/webrefinery/blocklists/ut1
+COPY pipelines.yaml /opt/webrefinery/pipelines.yaml
 
 # 4. Check what the workers will rely on, so a broken image fails here and not on 500 workers.
 RUN python -c "import apache_beam, sys; v = apache_beam.__version__; sys.exit(0 if v == '${BEAM_VERSION}' else 'apache-beam %s in the image, expected ${BEAM_VERSION}' % v)" \
@@ -60,4 +63,5 @@ RUN python -c "import apache_beam, sys; v = apache_beam.__version__; sys.exit(0 
  && python -c "import pathlib, sys, pipeline; d = pathlib.Path(pipeline.__file__).parent / 'data'; n = len(list(d.rglob('*.txt'))); print('package data word lists:', n); sys.exit(0 if n else 'no URL word lists under %s' % d)" \
  && python -c "import pathlib, sys; d = pathlib.Path('/opt/webrefinery/blocklists/ut1'); cats = sorted(p.parent.name for p in list(d.glob('*/domains')) + list(d.glob('*/urls'))); print('UT1 categories:', sorted(set(cats))); sys.exit(0 if cats else 'no <category>/domains or <category>/urls under %s (build arg UT1_DIR)' % d)" \
  && python -c "import sys, pipeline.stages as s, pipeline.beam; reg = s.load_all(); print('stages:', sorted(reg)); sys.exit('torch imported by the pipeline' if 'torch' in sys.modules else 0)" \
+ && python -c "from pipeline.config import get_pipeline, load_config as L; c = '/opt/webrefinery/pipelines.yaml'; print('pipelines:', [get_pipeline(n, c).name for n in L(c)['pipelines']])" \
  && mkdir -p /opt/webrefinery/fasttext-cache

@@ -201,6 +201,10 @@ _FTFY = None
 
 
 def baseline_normalize(text: str):
+    return "empty" if not baseline_normalized_text(text) else None
+
+
+def baseline_normalized_text(text: str) -> str:
     import ftfy
 
     global _FTFY
@@ -214,8 +218,17 @@ def baseline_normalize(text: str):
     text = "".join(" " if unicodedata.category(c) == "Zs" else c for c in text)
     text = re.sub(r"[ \t]{2,}", " ", text)
     text = "\n".join(l.strip() for l in text.split("\n"))
-    text = re.sub(r"\n{3,}", "\n\n", text).strip("\n")
-    return "empty" if not text else None
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
+
+
+def compare_normalized_texts(docs) -> None:
+    """The stage's text (ftfy only where the mojibake pre-check fires) vs the baseline's (ftfy on
+    every text): they must be identical."""
+    stage = Normalize()
+    stage.setup()
+    differ = sum(1 for d in docs if apply_stage(stage, d)[0]["text"] != baseline_normalized_text(d["text"]))
+    fixed = sum(1 for d in docs if apply_stage(stage, d)[0]["normalize_mojibake_fixed"])
+    print(f"{'':<18} normalize: texts differing from ftfy-on-everything: {differ}; mojibake repaired: {fixed}")
 
 
 def baseline_c4(text: str, p: C4FiltersParams):
@@ -422,6 +435,7 @@ def main():
     per_doc = {}
     per_doc["url_filter"] = bench_stage("url_filter", UrlFilter(up), lambda d: base_url.decide(d["url"]), docs, args.repeat)
     per_doc["normalize"] = bench_stage("normalize", Normalize(), lambda d: baseline_normalize(d["text"]), docs, args.repeat)
+    compare_normalized_texts(docs)
     rp, qp, lp = GopherRepetitionParams(), GopherQualityParams(), LineCorrectionsParams()
     per_doc["gopher_repetition"] = bench_stage(
         "gopher_repetition", GopherRepetition(rp), lambda d: baseline_repetition(d["text"], rp), docs, args.repeat

@@ -273,6 +273,10 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> Tuple[float, float]:
     return my - b * mx, b
 
 
+def _per_second(seconds_per_doc: float) -> str:
+    return f"{1.0 / seconds_per_doc:,.0f}" if seconds_per_doc > 0 else "-"
+
+
 def growth_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     if xs[0] <= 0 or ys[0] <= 0 or xs[-1] == xs[0]:
         return float("nan")
@@ -380,7 +384,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     print("\n## Growth with input size (t = a + b*n fitted over the sizes; exponent 1.0 = linear)")
     rows = []
     a, b = fit_line(xs, [r["wall_s"] for r in results["sizes"]])
-    rows.append(["end to end (run_pipeline)", f"{a:.2f}", f"{b * 1000:.2f}", f"{growth_exponent(xs, [r['wall_s'] for r in results['sizes']]):.2f}",
+    rows.append(["end to end (run_pipeline)", f"{a:.2f}", f"{b * 1000:.2f}", _per_second(b),
+                 f"{growth_exponent(xs, [r['wall_s'] for r in results['sizes']]):.2f}",
                  " ".join(f"{r['wall_s']:.1f}" for r in results["sizes"])])
     marginal: Dict[str, float] = {}
     if not args.no_stage_timing:
@@ -389,9 +394,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             ts = [r["stages"][name]["seconds"] for r in results["sizes"]]
             sa, sb = fit_line(ins, ts)
             marginal[name] = max(sb, 0.0)
-            rows.append([name, f"{sa:.2f}", f"{sb * 1000:.2f}", f"{growth_exponent(ins, ts):.2f}" if ins[0] else "-",
+            rows.append([name, f"{sa:.2f}", f"{sb * 1000:.2f}", _per_second(sb), f"{growth_exponent(ins, ts):.2f}" if ins[0] else "-",
                          " ".join(f"{t:.1f}" for t in ts) + "  (docs in: " + ",".join(str(i) for i in ins) + ")"])
-    print_table(rows, ["stage", "fixed s (a)", "ms/doc (b)", "exponent", "seconds per size"])
+    print_table(rows, ["stage", "fixed s (a)", "ms/doc (b)", "docs/s/core", "exponent", "seconds per size"])
     results["marginal_s_per_doc"] = marginal
     results["end_to_end_fit"] = {"fixed_s": a, "s_per_page": b}
 

@@ -131,7 +131,7 @@ def _user_error_types():
     from pipeline.config import ConfigError
 
     types: List[type] = [ConfigError, RunnerOptionError, FileNotFoundError]
-    for mod, name in (("pipeline.tokenize", "UsageError"), ("model.checkpoint", "CheckpointError"), ("pipeline.io.remote", "RemoteInputError"),
+    for mod, name in (("pipeline.tokenize", "UsageError"), ("model.checkpoint", "CheckpointError"), ("pipeline.io.remote", "RemoteInputError"), ("model.evaluate.tasks", "EvalDataError"),
                       ("pipeline.report", "AccountingError")):
         try:
             types.append(getattr(importlib.import_module(mod), name))

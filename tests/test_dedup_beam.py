@@ -180,7 +180,7 @@ def test_minhash_dedup_refinedweb_preset_with_verification(cc_docs):
 
 
 def test_star_edges_are_linear_in_bucket_size():
-    members = [bytes([i]) * 16 for i in range(1000)]
+    members = [i.to_bytes(16, "big") for i in range(1000)]
     edges = list(star_edges((b"bucket", members + members[:10])))
     assert len(edges) == 999
     assert {v for _, v in edges} == {members[0]}

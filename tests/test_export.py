@@ -22,6 +22,7 @@ from model.gpt import GPT, GPTConfig
 
 # transformers is a dev dependency (pip install -e .[dev]); imported inside the tests that need it
 
+
 @pytest.fixture(scope="module", autouse=True)
 def offline_and_one_thread():
     """No network for transformers; one torch thread (two shared cores are oversubscribed)."""

@@ -401,3 +401,15 @@ def test_defaults_follow_refinedweb():
     p = ExtractParams()
     assert (p.extractor, p.remove_urls, p.max_consecutive_newlines) == ("trafilatura", True, 2)
     assert (p.max_html_bytes, p.timeout_s, p.min_chars) == (5_000_000, 10.0, 1)
+
+
+def test_real_trafilatura_is_interrupted_and_stays_usable(benchmark_pages, benchmark_results):
+    """A real extraction (not a fake) is cut by the deadline, and the next pages come out unchanged."""
+    key, html, _ = max(benchmark_pages, key=lambda page: len(page[1]))
+    hurried = ExtractStage(ExtractParams(extractor="trafilatura", timeout_s=0.001))
+    assert hurried.process({"id": key, "text": "", "html": html}) == "timeout"
+    stage = ExtractStage(ExtractParams(extractor="trafilatura"))
+    for key, html, _ in benchmark_pages[:3] + [(key, html, None)]:
+        doc = {"id": key, "text": "", "html": html}
+        assert stage.process(doc) is None
+        assert doc["text"] == benchmark_results["trafilatura"][0][key]

@@ -507,7 +507,7 @@ def test_dockerfile_matches_worker_pins_and_langid_model():
         "resources/lid.176.ftz" in text
     # the build context sends what the image installs
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8")
-    for needed in ("pyproject.toml", "README.md", "requirements-workers.txt", "pipeline", "model"):
+    for needed in ("pyproject.toml", "README.md", "requirements-workers.txt", "pipelines.yaml", "pipeline", "model"):
         assert f"!{needed}" in ignore, f".dockerignore must let {needed} into the build context"
 
 

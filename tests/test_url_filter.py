@@ -14,6 +14,7 @@ from pipeline.stages.url_filter import (
     UrlFilterParams,
     UT1Blocklist,
     host_suffixes,
+    iter_list_chunks,
     read_word_list,
     split_url,
 )
@@ -134,6 +135,11 @@ def test_blocklist_format_details(tmp_path):
     assert bl.match_url(host_suffixes("www.whole.test"), "/anything") == "cat:whole.test"
     with pytest.raises(FileNotFoundError, match="neither a 'domains' nor a 'urls'"):
         UT1Blocklist(tmp_path, ["empty"])
+    # big lists are read in chunks of whole lines: tiny chunks give the same entries
+    lines = [f"d{i}.example" for i in range(50)]
+    (tmp_path / "big").write_text("\n".join(lines) + "\n")
+    chunks = list(iter_list_chunks(tmp_path / "big", chunk_chars=7))
+    assert len(chunks) > 10 and [d for c in chunks for d in c] == lines
 
 
 def test_stage_pickles_without_tables_and_reloads():

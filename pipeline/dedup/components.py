@@ -31,7 +31,7 @@ round; 0 when converged).
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Any, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -173,7 +173,7 @@ class ConnectedComponents(beam.PTransform):
                 active
                 | f"LargeStar{k}:Both" >> beam.FlatMap(both_directions)
                 | f"LargeStar{k}:Group" >> beam.GroupByKey()
-                | f"LargeStar{k}" >> beam.ParDo(_LargeStarDoFn()).with_outputs(VIOLATIONS_TAG, main="edges")
+                | f"LargeStar{k}" >> beam.ParDo(_LargeStarDoFn()).with_output_types(Tuple[Any, Any]).with_outputs(VIOLATIONS_TAG, main="edges")
             )
             previous = (
                 large[VIOLATIONS_TAG]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import apache_beam as beam
@@ -113,7 +113,9 @@ class GroupDedup(beam.PTransform):
         self.stage, self.key_fn, self.keep, self.size_column = stage, key_fn, keep, size_column
 
     def expand(self, docs):
-        keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn)).with_outputs(REJECTED_TAG, UNGROUPED_TAG, main="keyed")
+        keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn)).with_output_types(Tuple[Any, Any]).with_outputs(
+            REJECTED_TAG, UNGROUPED_TAG, main="keyed"
+        )
         picked = (
             keyed.keyed
             | "Group" >> beam.GroupByKey()

@@ -39,7 +39,7 @@ find candidate document pairs and compare those pairs locally.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 import numba
@@ -274,7 +274,7 @@ class SubstringDedup(beam.PTransform):
 
     def expand(self, docs):
         stage = self.stage
-        emitted = docs | "EmitWindows" >> beam.ParDo(_EmitWindowsDoFn(stage, self.k)).with_outputs(
+        emitted = docs | "EmitWindows" >> beam.ParDo(_EmitWindowsDoFn(stage, self.k)).with_output_types(Tuple[Any, Any]).with_outputs(
             "keyed", SHORT_TAG, REJECTED_TAG, main="windows"
         )
         marks = (

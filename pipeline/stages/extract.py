@@ -38,6 +38,7 @@ null for pass-through text documents).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Callable, Dict, Optional
 
@@ -104,7 +105,8 @@ def extract_with_trafilatura(html: str, params: ExtractParams) -> Optional[str]:
     )
 
 
-def _deeper_than_selector(depth: int) -> str:
+@functools.lru_cache(maxsize=8)
+def css_selector_deeper_than(depth: int) -> str:
     # "* > * > ... > *" with depth+1 elements matches an element with >= depth element ancestors.
     return " > ".join(["*"] * (depth + 1))
 
@@ -116,7 +118,7 @@ def extract_with_resiliparse(html: str, params: ExtractParams) -> Optional[str]:
 
     tree = HTMLTree.parse(html)
     if params.max_depth and tree.document is not None:
-        if tree.document.query_selector(_deeper_than_selector(params.max_depth)) is not None:
+        if tree.document.query_selector(css_selector_deeper_than(params.max_depth)) is not None:
             raise _Reject("too_deep")
     return extract_plain_text(
         tree,

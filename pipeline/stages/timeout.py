@@ -86,7 +86,8 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._watch, name="deadline-watchdog", daemon=True)
                 self._thread.start()
             heapq.heappush(self._heap, (ticket.deadline, next(self._seq), ticket))
-            self._cond.notify()
+            if self._heap[0][2] is ticket:  # the watchdog sleeps until an earlier deadline otherwise
+                self._cond.notify()
         return ticket
 
     def disarm(self, ticket: _Ticket) -> bool:

@@ -1,0 +1,157 @@
+"""``refinery ablate``: the paper's RW-Raw -> RW-Filtered -> RefinedWeb comparison, at a scale you choose.
+
+For each pipeline (default ``rw_raw``, ``rw_filtered``, ``refinedweb``) on the same inputs:
+refine -> tokenize with ONE shared tokenizer (trained on the least-filtered output, the superset) -> train
+the same model for the same number of tokens (same seed) -> evaluate on the same held-out clean text
+(bits per byte on WikiText-2 by default, tokenizer-independent) and the same zero-shot tasks. Writes
+``OUT/ablation.json``, ``OUT/ablation.png`` and prints a table.
+
+This module is a front door (like the CLI): it is the one place besides ``cli.py`` where the pipeline wing
+calls into the model wing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+DEFAULT_PIPELINES = ("rw_raw", "rw_filtered", "refinedweb")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH", help="raw inputs (as for `refinery run`)")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="ablation folder")
+    parser.add_argument("--pipelines", default=",".join(DEFAULT_PIPELINES), help="comma-separated pipelines to compare")
+    parser.add_argument("--config", default=None, metavar="FILE", help="pipelines file")
+    parser.add_argument("--limit", type=int, default=None, help="records read per pipeline run")
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--preset", default="tiny", help="model preset (model/gpt.py PRESETS)")
+    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--block-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tasks", default="bpb,hellaswag,arc_easy,piqa,lambada", help="eval tasks")
+    parser.add_argument("--eval-limit", type=int, default=500, help="items per zero-shot task")
+    parser.add_argument("--text", default=None, help="held-out text for bits per byte (default: WikiText-2 raw test)")
+    parser.add_argument("--data-dir", default=None, help="folder of eval task files (default: ../shared/data/eval)")
+
+
+def _train_tokenizer(documents: str, out: str, vocab_size: int, seed: int) -> str:
+    from pipeline.tokenize.train import TrainTokenizerParams, train_tokenizer
+
+    train_tokenizer(documents, out, TrainTokenizerParams(vocab_size=vocab_size, seed=seed))
+    return os.path.join(out, "tokenizer.json")
+
+
+def _tokenize(documents: str, tokenizer: str, out: str) -> Dict[str, Any]:
+    from pipeline.tokenize.encode import TokenizeParams, run_tokenize_pipeline
+
+    return run_tokenize_pipeline(documents, TokenizeParams(tokenizer=tokenizer, output=out, val_fraction=0.02))
+
+
+def _pretrain(tokens: str, out: str, args) -> Dict[str, Any]:
+    from model.train import TrainConfig, train
+
+    cfg = dict(tokens=tokens, out=out, preset=args.preset, max_steps=args.max_steps, batch_size=args.batch_size,
+               lr=args.lr, warmup=max(1, args.max_steps // 10), seed=args.seed, device=args.device,
+               eval_every=0, ckpt_every=0, progress=False)
+    if args.block_size:
+        cfg["block_size"] = args.block_size
+    return train(TrainConfig.from_dict(cfg))
+
+
+def _evaluate(run_dir: str, tokens: str, args) -> Dict[str, Any]:
+    from model.checkpoint import load_model_for_inference
+    from model.evaluate.cli import evaluate, resolve_device
+
+    device = resolve_device(args.device)
+    model, _, tok_path = load_model_for_inference(run_dir, device=device)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tok_path)
+    return evaluate(model, tokenizer, args.tasks, data_dir=args.data_dir, limit=args.eval_limit, device=device, text=args.text)
+
+
+def _headline(results: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    row: Dict[str, Optional[float]] = {}
+    for task, metrics in results.items():
+        for key in ("bpb", "acc_norm", "acc"):
+            if key in metrics:
+                row[task if key == "bpb" else f"{task}:{key}"] = metrics[key]
+                break
+    return row
+
+
+def draw(table: List[Dict[str, Any]], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [k for k in table[0] if k not in ("pipeline", "documents", "train_tokens", "seconds")]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), dpi=100, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        vals = [row.get(m) or 0.0 for row in table]
+        ax.bar([row["pipeline"] for row in table], vals, color=["#a0aec0", "#63b3ed", "#2b6cb0", "#1a365d"][: len(vals)])
+        ax.set_title(m + (" (lower is better)" if "bpb" in m else ""), fontsize=9)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        lo = min(vals)
+        if "bpb" in m and lo > 0:
+            ax.set_ylim(lo * 0.95, max(vals) * 1.02)
+    fig.suptitle("Same model, same token budget: what refinement buys", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run(args) -> Dict[str, Any]:
+    from pipeline.run import run_pipeline
+
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    out = args.output
+    os.makedirs(out, exist_ok=True)
+    start = time.time()
+    refined = {}
+    for name in pipelines:
+        print(f"[ablate] refining with '{name}'")
+        report = run_pipeline(name, args.input, os.path.join(out, name, "refined"), config=args.config, limit=args.limit)
+        refined[name] = report
+        if report["output_documents"] == 0:
+            raise ValueError(f"pipeline '{name}' kept no documents: nothing to train on (use more input)")
+    print(f"[ablate] training one shared tokenizer on '{pipelines[0]}' (vocab {args.vocab_size})")
+    tokenizer = _train_tokenizer(os.path.join(out, pipelines[0], "refined", "documents"), os.path.join(out, "tokenizer"), args.vocab_size, args.seed)
+    table: List[Dict[str, Any]] = []
+    for name in pipelines:
+        t0 = time.time()
+        tokens = os.path.join(out, name, "tokens")
+        manifest = _tokenize(os.path.join(out, name, "refined", "documents"), tokenizer, tokens)
+        print(f"[ablate] training {args.preset} on '{name}' for {args.max_steps} steps")
+        summary = _pretrain(tokens, os.path.join(out, name, "run"), args)
+        results = _evaluate(os.path.join(out, name, "run"), tokens, args)
+        with open(os.path.join(out, name, "eval.json"), "w") as fh:
+            json.dump(results, fh, indent=1)
+        row = {"pipeline": name, "documents": refined[name]["output_documents"],
+               "train_tokens": manifest["splits"]["train"]["tokens"], **_headline(results),
+               "final_train_loss": summary.get("final_loss"), "seconds": round(time.time() - t0, 1)}
+        table.append(row)
+    result = {"pipelines": pipelines, "preset": args.preset, "max_steps": args.max_steps, "batch_size": args.batch_size,
+              "tokenizer": tokenizer, "table": table, "seconds": round(time.time() - start, 1)}
+    with open(os.path.join(out, "ablation.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+    draw([{k: v for k, v in r.items() if k != "final_train_loss"} for r in table], os.path.join(out, "ablation.png"))
+    print(format_table(table))
+    print(f"[ablate] wrote {os.path.join(out, 'ablation.json')} and ablation.png")
+    return result
+
+
+def format_table(table: Sequence[Dict[str, Any]]) -> str:
+    cols = list(table[0])
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    for row in table:
+        lines.append(" | ".join(f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c)) for c in cols))
+    return "\n".join(lines)
