@@ -206,18 +206,22 @@ def schemas_for(stages: Sequence[Stage]):
 
 
 def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
-                limit: Optional[int] = None, read_params: Any = None):
-    """Add the whole pipeline to Beam pipeline ``p``; ``run_info`` goes into manifest.json."""
+                limit: Optional[int] = None, read_params: Any = None, spread: bool = True):
+    """Add the whole pipeline to Beam pipeline ``p``; ``run_info`` goes into manifest.json.
+
+    ``spread`` inserts Reshuffles after listing files and after reading, so that a few huge WARC files are
+    read by many workers and their pages extracted by all of them (without it, fusion would keep every page
+    of a file on the worker that read it). A single in-process worker gains nothing from it and pays the
+    serialization, so ``run`` turns it off there; outputs are identical either way.
+    """
     if limit is not None:
         read = p | "Inputs" >> beam.Create([list(inputs)]) | "Read" >> beam.ParDo(ReadFileDoFn(limit, read_params)).with_outputs(REJECTED_TAG, main="docs")
     else:
-        read = (
-            p
-            | "Inputs" >> beam.Create(list(inputs))
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadFileDoFn(None, read_params)).with_outputs(REJECTED_TAG, main="docs")
-        )
-    docs = read.docs | "SpreadDocs" >> beam.Reshuffle()
+        files = p | "Inputs" >> beam.Create(list(inputs))
+        if spread:
+            files = files | "SpreadFiles" >> beam.Reshuffle()
+        read = files | "Read" >> beam.ParDo(ReadFileDoFn(None, read_params)).with_outputs(REJECTED_TAG, main="docs")
+    docs = read.docs | "SpreadDocs" >> beam.Reshuffle() if spread else read.docs
     rejected = [read[REJECTED_TAG]]
 
     run: List[DocumentStage] = []
@@ -307,7 +311,9 @@ def run(stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spe
     options = make_options(beam_args)
     runner = make_runner(options)
     p = beam.Pipeline(runner=runner, options=options)
-    build_graph(p, stages, inputs, out_dir, output_spec, run_info, limit, read_params)
+    direct = options.view_as(DirectOptions)
+    single_in_process = not isinstance(runner, str) and direct.direct_num_workers == 1
+    build_graph(p, stages, inputs, out_dir, output_spec, run_info, limit, read_params, spread=not single_in_process)
     result = p.run()
     result.wait_until_finish()
     return query_counters(result)

@@ -172,3 +172,16 @@ def test_real_documents():
         assert any(why is None for _, why in results)
         assert any(why for _, why in results)
         assert all(why is None or why.startswith(stage.name + ":") for _, why in results)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=400))
+def test_never_raise_on_arbitrary_text(text):
+    for stage in (C4Filters(), FineWebFilters()):
+        doc, why = run(stage, text)
+        assert why is None or ":error:" not in why
+        assert all(doc[c] is not None for c in stage.columns)

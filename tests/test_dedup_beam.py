@@ -248,19 +248,11 @@ def random_graph(rng):
 
 
 def test_connected_components_match_union_find_and_report_convergence():
-    rng = random.Random(11)
-    graph = random_graph(rng)
-    chain = [bytes([0]) * 15 + bytes([i]) for i in range(64)]  # a sorted path: needs many rounds
-    chain_edges = list(zip(chain, chain[1:]))
-    (labels, partial), metrics = run_components([graph, chain_edges], max_rounds=10, on_unconverged="continue")
+    graph = random_graph(random.Random(11))
+    (labels,), metrics = run_components([graph], max_rounds=8)
     assert labels == union_find_roots(graph)
-    assert 1 <= metrics["cc0|cc_rounds_needed"] <= 10
+    assert 2 <= metrics["cc0|cc_rounds_needed"] <= 8
     assert metrics.get("cc0|cc_unconverged_nodes", 0) == 0
-    # the sorted 64-path may or may not converge in 10 rounds; either way every node has one label,
-    # labels never cross components, and a reported convergence means the labels are exact
-    assert set(partial) == {n.hex() for n in chain}
-    if metrics.get("cc1|cc_unconverged_nodes", 0) == 0:
-        assert set(partial.values()) == {chain[0].hex()}
 
 
 def test_connected_components_fail_loudly_when_not_converged():

@@ -438,3 +438,28 @@ def test_real_documents_all_get_signals():
         assert d["gopher_words"] >= 50 and d["gopher_stop_words"] >= 2
         assert d["gopher_dup_line_frac"] <= 0.3
     assert all(r.startswith(("gopher_repetition:", "gopher_quality:")) for r in reasons)
+
+
+# ---------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bb", "ccc", "a.", "Bb"]), max_size=80))
+def test_fast_ngram_signals_match_reference_on_random_repetitive_words(words):
+    fast = ngram_repetition_signals(words)
+    ref = _reference_ngram_signals(words)
+    for n in ref:
+        assert fast[n] == pytest.approx(ref[n], abs=1e-12), n
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=400))
+def test_stages_never_raise_on_arbitrary_text(text):
+    for stage in (GopherRepetition(), GopherQuality()):
+        doc, why = run(stage, text)
+        assert why is None or ":error:" not in why
+        for col in stage.columns:
+            assert doc[col] is not None

@@ -209,3 +209,21 @@ def test_real_documents():
         for line in filter(None, d["text"].split("\n")):
             assert not is_counter_line(line) and not is_numeric_line(line) and not is_single_word_line(line)
     assert all(d["lc_removed_fraction"] > 0.05 for d in dropped)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([CLEAN, "Menu", "3 likes", "2019", "READ THIS NOW", "Read more »", "", "  ", "今天天气很好。"]), max_size=30))
+def test_removed_words_add_up(lines):
+    doc, why = run("\n".join(lines))
+    assert why in (None, "line_corrections:too_many_removed")
+    per_rule = sum(doc[f"lc_removed_{r}"] for r in RULES)
+    assert per_rule == doc["lc_removed_words"]
+    if why is None:
+        # kept words + removed words = original words
+        kept = len(doc["text"].split()) if doc["text"] else 0
+        total = sum(len(line.split()) for line in lines)
+        assert kept + per_rule == total

@@ -242,3 +242,29 @@ def test_document_without_url_passes():
         doc, why = apply_stage(stage, make_document(id="t", text="hello", url=url))
         assert why is None
         assert doc["url_filter_hit"] is None and doc["url_soft_words"] is None
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120))
+def test_arbitrary_urls_never_raise(url):
+    stage = _WORD_STAGE
+    doc, why = apply_stage(stage, make_document(id="t", text="x", url=url))
+    assert why is None or ":error:" not in why
+
+
+_WORD_STAGE = UrlFilter(UrlFilterParams())
+_WORD_STAGE.setup()
+
+
+def test_percent_encoding_and_idn_hosts(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "urls").write_text("münchen.example/café/\nplain.example/a%20b\n")
+    stage = make_stage(blocklist_dir=str(tmp_path), categories=["cat"], use_word_scores=False)
+    assert check(stage, "http://xn--mnchen-3ya.example/caf%C3%A9/menu")[0] == "url_filter:blocklist_url"
+    assert check(stage, "http://MÜNCHEN.example/café/menu")[0] == "url_filter:blocklist_url"
+    assert check(stage, "http://plain.example/a b/c")[0] == "url_filter:blocklist_url"
+    assert check(stage, "http://plain.example/ab")[0] is None

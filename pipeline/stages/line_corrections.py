@@ -8,10 +8,11 @@ here is a named function that can be switched off (``rules`` parameter) and is t
 - ``call_to_action`` (a *fragment* rule, applied first): strips call-to-action fragments such as
   "Read more...", "Sign in", "Add to cart", "0 items in cart", "Share on Facebook" from the start
   or the end of a line. To leave prose intact a fragment is only stripped where it stands apart:
-  at the line start when followed by a separator (``|``, ``•``, ``»``, ``:``, ...) or the line end;
-  at the line end when preceded by a separator, by sentence punctuation (``. ! ? …``) or the line
-  start. "Sign in to view your orders." is kept; "Posted in News | Read more »" loses "Read more ».
-  A line left empty is removed (its words counted under this rule).
+  at the line start when followed by a separator (``|``, ``•``, ``»``, ``/``, ``-``, ...; not
+  ``:``, since "Email: a@b.c" is content) or the line end; at the line end when preceded by a
+  separator, by sentence punctuation (``. ! ? …``) or the line start. "Sign in to view your
+  orders." is kept; "Posted in News | Read more »" loses "| Read more »". A line left empty is
+  removed. The words of stripped fragments (separators included) count under this rule.
 - ``counter`` : the line is only social-media counters ("3 likes", "1.2K shares", "15 comments",
   "Likes: 3", "12 Comments 4 Shares").
 - ``numeric``: the line has digits and no letters ("2019", "12/03/2019 14:05", "+1 555 0100").
@@ -19,9 +20,9 @@ here is a named function that can be switched off (``rules`` parameter) and is t
 - ``single_word``: the line is a single token ("Home", "Menu", "Share").
 
 Whole-line rules are checked in the order above; a removed line counts its words (whitespace
-words, ``text_utils.split_words``) under the first rule that matched. Blank lines are kept as
-paragraph breaks, but runs of
-blank lines left behind by removals are collapsed to one. If removed words / all words of the
+tokens; characters for Chinese/Japanese/Thai, see ``text_utils.split_words``) under the first rule
+that matched. Blank lines are kept as paragraph breaks, but runs of blank lines left behind by
+removals are collapsed to one. If removed words / all words of the
 document > ``max_removed_fraction`` (0.05) the document is rejected as
 ``line_corrections:too_many_removed``; otherwise its ``text`` is replaced by the corrected text.
 

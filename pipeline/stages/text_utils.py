@@ -50,7 +50,6 @@ _PARAGRAPH_SPLIT_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 
 # Punctuation stripped from word edges (ASCII + the common typographic marks).
 PUNCTUATION = string.punctuation + "…–—‐‑‒―•·«»‹›“”„‟‘’‚‛′″¡¿§¶†‡※°、。，．：；！？「」『』（）【】《》〈〉"
-PUNCTUATION_SET = frozenset(PUNCTUATION)
 
 
 def has_no_space_script(text: str) -> bool:
@@ -78,8 +77,3 @@ def split_paragraphs(text: str) -> List[str]:
         text = text.strip()
         return [text] if text else []
     return list(filter(None, map(str.strip, _PARAGRAPH_SPLIT_RE.split(text))))
-
-
-def strip_punctuation(word: str) -> str:
-    """``word`` without leading/trailing punctuation (``"(hello),"`` -> ``"hello"``)."""
-    return word.strip(PUNCTUATION)

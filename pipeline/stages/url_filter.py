@@ -7,15 +7,17 @@ Three independent rules, checked in this order (the first hit decides the reason
     domains). ``url_filter:blocklist_domain`` when the URL's host or any parent domain of it is
     listed in ``domains`` (``a.b.example.com`` is checked as ``a.b.example.com``,
     ``b.example.com``, ``example.com``, ``com``: the registered domain is one of these, and a
-    listed domain blocks all its sub-domains, as squidGuard does). ``url_filter:blocklist_url`` when
-    an entry of ``urls`` (a ``host/path`` prefix; ``www.`` dropped) has the URL's host or a parent
-    domain as host and its path as a prefix of the URL's path+query. URLs are normalized first:
-    scheme, user info, port and fragment removed, lower case. A category folder needs a
-    ``domains`` or a ``urls`` file (the public repository ships ``adult/`` without ``domains``
-    because of its size); a missing root, category or both files is a clear error.
+    listed domain blocks all its sub-domains, as squidGuard does; so no public-suffix list, and no
+    ``tldextract``, is needed). ``url_filter:blocklist_url`` when an entry of ``urls`` (a
+    ``host/path`` prefix; ``www.`` dropped) has the URL's host or a parent domain as host and its
+    path as a prefix of the URL's path+query. URLs are normalized first: scheme, user info, port
+    and fragment removed, lower case, percent-decoded, host in punycode (entries too). A category
+    folder needs a ``domains`` or a ``urls`` file (the public repository ships ``adult/`` without
+    ``domains`` because of its size); a missing root, category or both files is a clear error.
 
     Memory: a Python set of the 4.6M adult domains costs ~460 MB per worker process, so domains
-    are kept as a sorted ``numpy`` array of their 64-bit string hashes (~37 MB) and looked up
+    are kept as a sorted ``numpy`` array of their 64-bit string hashes plus a 2-byte category
+    index (10 bytes per entry, ~46 MB) and looked up
     with one ``searchsorted`` over the host's suffixes (O(log n), a few microseconds per URL).
     Loading reads the file in 8 MB chunks (one ``split``, one hash per line, no per-line regex)
     and sorts once: 4.6M synthetic domains load in a few seconds (``bench/bench_filters.py
@@ -76,6 +78,16 @@ def read_word_list(path: Path) -> List[str]:
     return out
 
 
+def ascii_host(host: str) -> str:
+    """An internationalized host name in its ASCII (punycode) form, as block lists write it."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
 def split_url(url: str) -> Tuple[str, str]:
     """(host, path-and-query) of a URL: scheme, user info, port and fragment removed, host
     lower-cased without a trailing dot; the path starts with ``/`` (or is empty)."""
@@ -97,12 +109,7 @@ def split_url(url: str) -> Tuple[str, str]:
         host = hostport[: hostport.find("]") + 1] if "]" in hostport else hostport
     else:
         host = hostport.split(":", 1)[0]
-    host = host.lower().rstrip(".")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
+    host = ascii_host(host.lower().rstrip("."))
     hash_at = rest.find("#")
     if hash_at >= 0:
         rest = rest[:hash_at]
@@ -204,6 +211,8 @@ class UT1Blocklist:
                     slash = entry.find("/")
                     host, prefix = (entry, "") if slash < 0 else (entry[:slash], entry[slash:])
                     host = host.split(":", 1)[0].rstrip(".")
+                    if "%" in prefix:  # compare decoded paths ("caf%C3%A9" == "café")
+                        prefix = unquote(prefix)
                     if host:
                         url_prefixes.setdefault(host, {}).setdefault(prefix, ci)
                         self.n_urls += 1
@@ -242,8 +251,17 @@ def _clean_list_text(data: str) -> List[str]:
     (fast path: one ``split`` when the chunk has no comment)."""
     data = data.lower()
     if "#" in data:
-        return [s for s in (line.split("#", 1)[0].strip() for line in data.splitlines()) if s]
-    return data.split()
+        entries = [s for s in (line.split("#", 1)[0].strip() for line in data.splitlines()) if s]
+    else:
+        entries = data.split()
+    if not data.isascii():  # internationalized names: compare in punycode, as URLs are
+        entries = [e if e.isascii() else _ascii_entry(e) for e in entries]
+    return entries
+
+
+def _ascii_entry(entry: str) -> str:
+    host, slash, path = entry.partition("/")
+    return ascii_host(host) + slash + path
 
 
 def read_list_lines(path: Path) -> List[str]:
@@ -320,6 +338,8 @@ class UrlFilter(DocumentStage):
     def url_hits(self, url: str) -> Tuple[List[Tuple[str, str]], int]:
         """([(rule, detail), ...] in rule order, number of distinct soft words) for ``url``."""
         host, rest = split_url(url)
+        if "%" in rest:  # percent-decoded, as block-list entries are compared
+            rest = unquote(rest)
         suffixes = host_suffixes(host)
         hits: List[Tuple[str, str]] = []
         if self._blocklist is not None:
@@ -331,7 +351,7 @@ class UrlFilter(DocumentStage):
                 hits.append(("blocklist_url", u))
         n_soft = 0
         if self.params.use_word_scores:
-            flat = host + (unquote(rest) if "%" in rest else rest)
+            flat = host + rest
             if self._strict_re is not None:
                 m = self._strict_re.search(flat.replace("-", "").replace(".", ""))
                 if m:
