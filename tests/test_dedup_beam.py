@@ -106,7 +106,7 @@ def clusters_of(kept, rejected):
 
 def test_minhash_dedup_clusters_chains_and_is_deterministic_across_workers(cc_docs):
     docs = build_minhash_corpus(cc_docs)
-    params = MinhashDedupParams(preset="fineweb", max_rounds=6)
+    params = MinhashDedupParams(preset="fineweb", max_rounds=3)
     params.validate()
     stage = MinhashDedupStage(params)
     kept, rejected, metrics = run_dedup(stage.beam_transform(), docs)

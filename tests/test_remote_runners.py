@@ -357,7 +357,7 @@ DATAFLOW_SCRIPT = textwrap.dedent(
             sent = p.runner.proto_pipeline
             images = sorted({beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
                              for e in sent.components.environments.values() if e.urn == "beam:env:docker:v1"})
-            results[name] = {"ok": True, "state": str(result.state), "job_type": str(result.job.proto.type_),
+            results[name] = {"ok": True, "state": str(result.state), "job": str(result.job.proto),
                              "images": images,
                              "labels": [t.unique_name for t in sent.components.transforms.values()]}
         except Exception:
@@ -378,7 +378,7 @@ def test_dataflow_dry_run_translates_every_pipeline():
     for name in PIPELINES:
         res = out["results"][name]
         assert res["state"].endswith("DONE")
-        assert "BATCH" in res["job_type"]
+        assert "JOB_TYPE_BATCH" in res["job"], res["job"]
         assert res["images"] == [FAKE_IMAGE], res["images"]
         for stage in get_pipeline(name).stages:
             assert any(stage.name in label for label in res["labels"]), (name, stage.name)

@@ -29,12 +29,13 @@ NUM_SHARDS = 3
 
 @pytest.fixture(scope="module")
 def docs():
-    """Real multilingual CC documents, plus a repeated id with other text (ids repeat in real WARCs) and an
-    empty document."""
+    """Real multilingual CC documents (697: en, es, ru, zh, ko, ar, he, emoji ...), plus a repeated id with
+    other text (ids repeat in real WARCs) and an empty document."""
     with gzip.open(require_shared("cc", "cc-main-2019-30-extracted.jsonl.gz"), "rt", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
-    out = [{"id": r["id"], "text": r["text"], "url": r["metadata"].get("url"), "source": "cc", "record_offset": i}
-           for i, r in enumerate(rows)]
+    # The first 2,000 characters of each document keep the test fast and every script still in.
+    out = [{"id": r["id"], "text": r["text"][:2000], "url": r["metadata"].get("url"), "source": "cc",
+            "record_offset": i} for i, r in enumerate(rows)]
     out.append({"id": out[0]["id"], "text": out[1]["text"], "source": "cc", "record_offset": len(rows)})
     out.append({"id": "empty-doc", "text": "", "source": "cc", "record_offset": len(rows) + 1})
     return out
