@@ -142,6 +142,13 @@ def _user_error_types():
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # Beam warns about optional GCP clients on import
+        handler.addFilter(lambda record: "apitools not found" not in str(record.msg))
+    if not verbose:
+        for noisy in ("apache_beam", "absl", "trafilatura", "htmldate", "courlan"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     parser = build_parser()
     _load_subparser(parser, argv)
     if not argv:
@@ -151,12 +158,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args, beam_args = parser.parse_known_args(argv)
     else:
         args, beam_args = parser.parse_args(argv), []
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # Beam warns about optional GCP clients on every import
-        handler.addFilter(lambda record: "apitools not found" not in str(record.msg))
-    if not args.verbose:
-        for noisy in ("apache_beam", "absl", "trafilatura", "htmldate", "courlan"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         if args.command == "run":
             return _cmd_run(args, beam_args)

@@ -1,0 +1,175 @@
+"""End-to-end dedup benchmark on a synthetic corpus of near-duplicates built from real text.
+
+Corpus (``--docs N``): "original" pages are random samples of 8-30 real sentences from the shared
+Common Crawl extract (so two originals share almost no 5-gram); a fraction (``--dup-fraction``)
+are copies of an earlier page (original or copy: chains happen) with 0-2.5% of words substituted
+(Jaccard ~0.8-1), some with only case/punctuation changed (exact-dedup material), some re-crawled
+under the same URL. The truth (which pages descend from which original) is known.
+
+Pipeline (Beam, in-process FnApiRunner; ``--workers N`` for multi_processing): exact_dedup ->
+url_dedup -> minhash_dedup (``--preset``) [-> substring_dedup with ``--substring``].
+
+Prints wall time (corpus building excluded), peak RSS of this process and of worker processes
+(``resource.getrusage``), connected-components rounds needed, per-stage counts, and quality against
+the truth: clusters left with exactly one page (perfect), with several (missed duplicates), with none
+(over-merged: pages of different originals merged, an LSH false positive chain).
+
+    .venv/bin/python bench/bench_dedup.py --docs 10000 [--preset refinedweb] [--workers 2] [--substring]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
+
+from pipeline.dedup.local import dedup_metrics  # noqa: E402
+from pipeline.dedup.stages import (  # noqa: E402
+    ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, SubstringDedupParams,
+    SubstringDedupStage, UrlDedupParams, UrlDedupStage,
+)
+from pipeline.document import make_document  # noqa: E402
+
+DATA = os.environ.get("WEBREFINERY_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+_SENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def real_sentences():
+    path = os.path.join(DATA, "cc", "cc-main-2019-30-extracted.jsonl.gz")
+    if not os.path.exists(path):
+        raise SystemExit(f"missing {path}: set WEBREFINERY_DATA to the shared data folder")
+    pool = set()
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            for s in _SENT.split(json.loads(line)["text"]):
+                if 6 <= len(s.split()) <= 60:
+                    pool.add(s.strip())
+    return sorted(pool)
+
+
+def build_corpus(n: int, dup_fraction: float, seed: int):
+    """(docs, truth: doc id -> original index)."""
+    rng = random.Random(seed)
+    pool = real_sentences()
+    letters = "bcdfghjklmnpqrstvwxz"
+    docs, truth = [], {}
+    for i in range(n):
+        if i == 0 or rng.random() >= dup_fraction:
+            text = " ".join(rng.sample(pool, rng.randint(8, 30)))
+            origin, url = i, f"http://site{i % 997}.example/page/{i}"
+        else:
+            parent = docs[rng.randrange(len(docs))]
+            origin = truth[parent["id"]]
+            kind = rng.random()
+            words = parent["text"].split(" ")
+            if kind < 0.15:  # same text, other case and punctuation: exact dedup material
+                text = " ".join(words).upper().replace(".", " !")
+            else:
+                rate = rng.uniform(0.0, 0.025)
+                for _ in range(max(1, round(rate * len(words)))):
+                    words[rng.randrange(len(words))] = "".join(rng.choice(letters) for _ in range(rng.randint(3, 9)))
+                text = " ".join(words)
+            url = parent["url"] if kind > 0.9 else f"http://mirror{i % 101}.example/copy/{i}"
+        doc = make_document(id=f"syn-{i}", text=text, url=url, source="synthetic", record_offset=i,
+                            warc_date=f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z")
+        docs.append(doc)
+        truth[doc["id"]] = origin
+    return docs, truth
+
+
+class Dedup(beam.PTransform):
+    def __init__(self, stages):
+        super().__init__()
+        self.stages = stages
+
+    def expand(self, docs):
+        rejected = []
+        for stage in self.stages:
+            docs, rej = docs | stage.name >> stage.beam_transform()
+            rejected.append(rej)
+        return docs, tuple(rejected) | "AllRejected" >> beam.Flatten()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=10_000)
+    ap.add_argument("--preset", default="refinedweb", choices=["refinedweb", "dclm", "fineweb"])
+    ap.add_argument("--dup-fraction", type=float, default=0.4)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--max-rounds", type=int, default=20)
+    ap.add_argument("--substring", action="store_true", help="add substring_dedup (one shuffle element per token)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    start = time.perf_counter()
+    docs, truth = build_corpus(args.docs, args.dup_fraction, args.seed)
+    words = sum(len(d["text"].split()) for d in docs)
+    print(f"corpus: {len(docs)} docs, {words / len(docs):.0f} words/doc, {len(set(truth.values()))} originals, "
+          f"built in {time.perf_counter() - start:.1f}s")
+
+    stages = [ExactDedupStage(ExactDedupParams()), UrlDedupStage(UrlDedupParams()),
+              MinhashDedupStage(MinhashDedupParams(preset=args.preset, max_rounds=args.max_rounds))]
+    if args.substring:
+        stages.append(SubstringDedupStage(SubstringDedupParams()))
+    beam_args = []
+    if args.workers > 1:
+        beam_args = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
+
+    with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
+        p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(beam_args))
+        kept, rejected = p | beam.Create(docs, reshuffle=True) | Dedup(stages)
+        kept | "KeptIds" >> beam.Map(lambda d: d["id"]) | "WriteKept" >> beam.io.WriteToText(os.path.join(tmp, "kept"))
+        rejected | "Reasons" >> beam.Map(lambda dr: json.dumps([dr[0]["id"], dr[1]])) | "WriteRejected" >> beam.io.WriteToText(os.path.join(tmp, "rejected"))
+        del docs
+        start = time.perf_counter()
+        result = p.run()
+        result.wait_until_finish()
+        wall = time.perf_counter() - start
+        metrics = dedup_metrics(result)
+        kept_ids, reasons = [], Counter()
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name)) as fh:
+                for line in fh:
+                    if name.startswith("kept"):
+                        kept_ids.append(line.strip())
+                    else:
+                        reasons[json.loads(line)[1]] += 1
+
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    kept_per_cluster = defaultdict(int)
+    for doc_id in kept_ids:
+        kept_per_cluster[truth[doc_id]] += 1
+    clusters = set(truth.values())
+    perfect = sum(1 for c in clusters if kept_per_cluster[c] == 1)
+    missed = sum(kept_per_cluster[c] - 1 for c in clusters if kept_per_cluster[c] > 1)
+    lost = sum(1 for c in clusters if kept_per_cluster[c] == 0)
+
+    print(f"preset {args.preset}, workers {args.workers}, stages: {', '.join(s.name for s in stages)}")
+    print(f"wall {wall:.1f}s  ({args.docs / wall:.0f} docs/s)   peak RSS: driver {self_rss:.0f} MiB, largest worker {child_rss:.0f} MiB")
+    print(f"connected components: rounds needed {metrics.get('minhash_dedup|cc_rounds_needed', 0)}, "
+          f"unconverged nodes {metrics.get('minhash_dedup|cc_unconverged_nodes', 0)}, nodes in clusters {metrics.get('minhash_dedup|cc_nodes', 0)}")
+    bucket = metrics.get("minhash_dedup|bucket_size")
+    if bucket:
+        print(f"candidate buckets {bucket['count']}, largest bucket {bucket['max']}")
+    print(f"kept {len(kept_ids)}; rejected: " + ", ".join(f"{r} {c}" for r, c in sorted(reasons.items())))
+    print(f"truth: {len(clusters)} originals; kept exactly one: {perfect}; extra copies kept (missed): {missed}; "
+          f"clusters with nothing kept (over-merged): {lost}")
+
+
+if __name__ == "__main__":
+    main()
