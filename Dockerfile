@@ -43,6 +43,11 @@ RUN pip install -r /opt/webrefinery/requirements-workers.txt \
  && if [ "$PIP_CHECK" = "1" ]; then pip check; fi \
  && if pip show torch >/dev/null 2>&1; then echo "torch must not be installed on workers" >&2; exit 1; fi
 
+# Optional extra packages, e.g. --build-arg EXTRA_PIP="apache-beam[aws]==2.77.0" to read s3:// (Flink/Spark
+# on AWS, next to Common Crawl). Checked by pip check like the pins.
+ARG EXTRA_PIP=
+RUN if [ -n "$EXTRA_PIP" ]; then pip install $EXTRA_PIP && if [ "$PIP_CHECK" = "1" ]; then pip check; fi; fi
+
 # 2. The package (a regular, non-editable install; dependencies are already pinned above).
 COPY pyproject.toml README.md /tmp/webrefinery-src/
 COPY pipeline /tmp/webrefinery-src/pipeline

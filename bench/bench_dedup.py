@@ -135,6 +135,8 @@ def main() -> None:
         kept | "KeptIds" >> beam.Map(lambda d: d["id"]) | "WriteKept" >> beam.io.WriteToText(os.path.join(tmp, "kept"))
         rejected | "Reasons" >> beam.Map(lambda dr: json.dumps([dr[0]["id"], dr[1]])) | "WriteRejected" >> beam.io.WriteToText(os.path.join(tmp, "rejected"))
         del docs
+        before_self, before_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_before = before_self.ru_utime + before_self.ru_stime + before_children.ru_utime + before_children.ru_stime
         start = time.perf_counter()
         result = p.run()
         result.wait_until_finish()
@@ -149,8 +151,9 @@ def main() -> None:
                     else:
                         reasons[json.loads(line)[1]] += 1
 
-    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    usage_self, usage_children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_rss, child_rss = usage_self.ru_maxrss / 1024, usage_children.ru_maxrss / 1024
+    cpu = usage_self.ru_utime + usage_self.ru_stime + usage_children.ru_utime + usage_children.ru_stime - cpu_before
     kept_per_cluster = defaultdict(int)
     for doc_id in kept_ids:
         kept_per_cluster[truth[doc_id]] += 1
@@ -160,12 +163,15 @@ def main() -> None:
     lost = sum(1 for c in clusters if kept_per_cluster[c] == 0)
 
     print(f"preset {args.preset}, workers {args.workers}, stages: {', '.join(s.name for s in stages)}")
-    print(f"wall {wall:.1f}s  ({args.docs / wall:.0f} docs/s)   peak RSS: driver {self_rss:.0f} MiB, largest worker {child_rss:.0f} MiB")
+    print(f"wall {wall:.1f}s  ({args.docs / wall:.0f} docs/s), CPU {cpu:.1f}s   peak RSS: driver {self_rss:.0f} MiB, largest worker {child_rss:.0f} MiB")
     print(f"connected components: rounds needed {metrics.get('minhash_dedup|cc_rounds_needed', 0)}, "
           f"unconverged nodes {metrics.get('minhash_dedup|cc_unconverged_nodes', 0)}, nodes in clusters {metrics.get('minhash_dedup|cc_nodes', 0)}")
     bucket = metrics.get("minhash_dedup|bucket_size")
     if bucket:
         print(f"candidate buckets {bucket['count']}, largest bucket {bucket['max']}")
+    if args.substring:
+        print(f"substring_dedup: documents cut {metrics.get('substring_dedup|cut_documents', 0)}, "
+              f"tokens removed {metrics.get('substring_dedup|removed_tokens', 0)}")
     print(f"kept {len(kept_ids)}; rejected: " + ", ".join(f"{r} {c}" for r, c in sorted(reasons.items())))
     print(f"truth: {len(clusters)} originals; kept exactly one: {perfect}; extra copies kept (missed): {missed}; "
           f"clusters with nothing kept (over-merged): {lost}")

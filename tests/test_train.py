@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -67,20 +69,20 @@ def test_tiny_model_learns_shakespeare_well_below_unigram_entropy(shakespeare_to
     tokens, unigram_entropy = shakespeare_tokens
     assert 3.0 < unigram_entropy < 3.6  # nats per byte
     run = tmp_path / "run"
-    summary = train(tiny(tokens, run, block_size=64, batch_size=8, max_steps=200, warmup=20, eval_every=100,
-                         eval_steps=8, log_every=10, ckpt_every=100, lr=5e-3))
-    assert summary["finished"] and summary["steps"] == 200 and summary["skipped_steps"] == 0
+    summary = train(tiny(tokens, run, block_size=64, batch_size=8, max_steps=300, warmup=20, eval_every=150,
+                         eval_steps=8, log_every=10, ckpt_every=150, lr=5e-3))
+    assert summary["finished"] and summary["steps"] == 300 and summary["skipped_steps"] == 0
     assert summary["val_loss"] < unigram_entropy - 0.7, summary
     assert summary["final_loss"] < unigram_entropy - 0.7, summary
     log = read_log(run)
-    assert [r["step"] for r in log][-1] == 200
+    assert [r["step"] for r in log][-1] == 300
     assert log[0]["loss"] > log[-1]["loss"] + 0.5
     assert {"step", "loss", "lr", "tokens_per_s", "mfu"} <= set(log[0]) and log[0]["mfu"] is None  # CPU
-    assert [r["step"] for r in log if "val_loss" in r] == [100, 200]
+    assert [r["step"] for r in log if "val_loss" in r] == [150, 300]
     assert (run / "tokenizer.json").read_text() == '{"model": {"type": "bytes"}}'
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["vocab_size"] == 320 and config["data"]["vocab_size"] == 257  # padded to 64
-    assert [s for s, _ in list_checkpoints(run)] == [100, 200]
+    assert [s for s, _ in list_checkpoints(run)] == [150, 300]
     model, cfg, tok = load_model_for_inference(run)
     assert tok == str(run / "tokenizer.json") and cfg.block_size == 64
     # the trained model prefers real English continuations: "the" after " th" beats "thq"
@@ -158,6 +160,27 @@ def test_nan_policy_skip_gives_up_after_consecutive_bad_steps(shakespeare_tokens
     poison_forward(monkeypatch, set(range(2, 100)))
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite steps ending at step 4"):
         train(tiny(tokens, tmp_path / "r", max_steps=8, max_bad_steps=3))
+
+
+def test_sigterm_checkpoints_at_the_step_boundary_and_resume_finishes(shakespeare_tokens, tmp_path, monkeypatch):
+    tokens, _ = shakespeare_tokens
+    original = GPT.forward
+    calls = {"n": 0}
+
+    def forward(self, idx, targets=None, kv_cache=None, start_pos=0):
+        if targets is not None and torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 4:  # pre-emption notice arrives during step 4
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, idx, targets, kv_cache, start_pos)
+
+    monkeypatch.setattr(GPT, "forward", forward)
+    summary = train(tiny(tokens, tmp_path / "r", max_steps=8))
+    assert summary["interrupted"] and summary["steps"] == 4 and not summary["finished"]
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [4]
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored, test process still alive
+    resumed = train(tiny(tokens, tmp_path / "r", max_steps=8, resume=True))
+    assert resumed["start_step"] == 4 and resumed["finished"] and not resumed["interrupted"]
 
 
 def test_learning_rate_schedules():

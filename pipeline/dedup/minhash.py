@@ -1,8 +1,10 @@
 """MinHash signatures of documents, vectorized with numba, bit-compatible with datasketch.
 
 A document's shingles are its n-word windows (default n=5) over the normalized text of
-``pipeline.dedup.normalize`` (see the rule there). Each shingle's UTF-8 bytes are hashed to 32 bits
-and pushed through ``num_perm`` random permutations; the signature is the per-permutation minimum.
+``pipeline.dedup.normalize`` (see the rule there). RefinedWeb shingles GPT-2 tokens; words are the
+tokenizer-free equivalent used by datatrove and DCLM (5 words are about 6-7 GPT-2 tokens). Each
+shingle's UTF-8 bytes are hashed to 32 bits and pushed through ``num_perm`` random permutations;
+the signature is the per-permutation minimum.
 
 Compatibility with datasketch (checked by tests/test_minhash.py against the installed version):
 
@@ -22,8 +24,8 @@ numba: SHA-1 is implemented here from FIPS 180-4 so that no Python call happens 
 ``shingle_hash="fast"`` replaces SHA-1 by a 64-bit multiply-xorshift hash of the shingle bytes
 (folded to 32 bits): faster, equally good for LSH, but no longer equal to datasketch's values.
 
-A document without any word has no shingle: its signature is all ``0xFFFFFFFF`` (datasketch's empty
-value) and ``has_shingles`` is False; LSH must not bucket such documents together.
+A document without any word has no shingle: ``MinHasher.shingle_hashes`` is empty and the signature
+is all ``0xFFFFFFFF`` (datasketch's empty value); LSH must not bucket such documents together.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 import numba
 import numpy as np
 
-from pipeline.dedup.normalize import class_table, code_points, normalize_code_points
+from pipeline.dedup.normalize import code_points, normalize_code_points, tables
 
 SCHEMES = ("affine32", "legacy")
 SHINGLE_HASHES = ("sha1", "fast")
@@ -213,9 +215,9 @@ def shingle_hashes(buf, starts, ends, nwords, ngram, use_sha1):
 
 
 @numba.njit(cache=True, nogil=True)
-def shingle_hashes_of_code_points(cps, table, ngram, use_sha1):
+def shingle_hashes_of_code_points(cps, table, lower, ngram, use_sha1):
     """Normalization + shingling + hashing of one document in one call (see ``shingle_hashes``)."""
-    buf, _, starts, ends, nwords = normalize_code_points(cps, table)
+    buf, _, starts, ends, nwords = normalize_code_points(cps, table, lower)
     return shingle_hashes(buf, starts, ends, nwords, ngram, use_sha1)
 
 
@@ -319,13 +321,13 @@ class MinHasher:
         self.num_perm, self.seed, self.ngram = num_perm, seed, ngram
         self.scheme, self.shingle_hash = scheme, shingle_hash
         self.a, self.b = permutation_parameters(num_perm, seed, scheme)
-        self._table = class_table()
+        self._table, self._lower = tables()
         self._use_sha1 = shingle_hash == "sha1"
         self._min = min_affine32 if scheme == "affine32" else min_legacy
 
     def shingle_hashes(self, text: str) -> np.ndarray:
         """The 32-bit hash of every shingle of ``text`` (in order, repeats included)."""
-        return shingle_hashes_of_code_points(code_points(text), self._table, self.ngram, self._use_sha1)
+        return shingle_hashes_of_code_points(code_points(text), self._table, self._lower, self.ngram, self._use_sha1)
 
     def signature_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
         """The signature (uint32[num_perm]) of a set given by its shingle hashes."""

@@ -49,15 +49,23 @@ _SOLO_RANGES = (
     (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x2FA1F), (0x0E00, 0x0EFF),
 )
 
-_TABLE: np.ndarray | None = None
+_TABLES: Tuple[np.ndarray, np.ndarray] | None = None
 _TABLE_LOCK = threading.Lock()
 
+# str.lower() is per character except for these two: U+0130 lowers to two code points and U+03A3
+# (capital sigma) depends on its context (final sigma). Texts containing them use str.lower().
+_CONTEXT_LOWER = ("\u0130", "\u03a3")
 
-def _build_class_table() -> np.ndarray:
+
+def _build_tables() -> Tuple[np.ndarray, np.ndarray]:
     table = np.zeros(sys.maxunicode + 1, dtype=np.uint8)
+    lower = np.arange(sys.maxunicode + 1, dtype=np.uint32)
     category = unicodedata.category
     for cp in range(sys.maxunicode + 1):
         ch = chr(cp)
+        low = ch.lower()
+        if low != ch and len(low) == 1:
+            lower[cp] = ord(low)
         cat = category(ch)
         first = cat[0]
         if ch.isspace() or first in "ZPS" or cat in ("Cc", "Cs"):
@@ -71,30 +79,38 @@ def _build_class_table() -> np.ndarray:
     for lo, hi in _SOLO_RANGES:
         seg = table[lo : hi + 1]
         seg[seg == KEEP] = SOLO  # letters of these scripts; their digits/marks/punctuation keep their class
-    return table
+    return table, lower
+
+
+def tables() -> Tuple[np.ndarray, np.ndarray]:
+    """(class of each code point, lower-case of each code point), built once per process (~0.5 s)."""
+    global _TABLES
+    if _TABLES is None:
+        with _TABLE_LOCK:
+            if _TABLES is None:
+                _TABLES = _build_tables()
+    return _TABLES
 
 
 def class_table() -> np.ndarray:
-    """The per-code-point class table (built once per process, thread-safe)."""
-    global _TABLE
-    if _TABLE is None:
-        with _TABLE_LOCK:
-            if _TABLE is None:
-                _TABLE = _build_class_table()
-    return _TABLE
+    """The per-code-point class table."""
+    return tables()[0]
 
 
 def nfkc(text: str) -> str:
     """``unicodedata.normalize("NFKC", text)``, computed faster on typical web text.
 
-    Same result, cheaper path: ASCII is already NFKC; U+00A0 (no-break space, the usual reason a web
-    page fails NFKC's quick check) maps to U+0020 under NFKC and composes with nothing, so it is
-    replaced first; then only the lines that fail the quick check are normalized (a line feed is a
-    starter that never composes or reorders, so NFKC never acts across it)."""
+    Same result, cheaper path: ASCII is already NFKC; U+00A0 (no-break space) and U+2026 (ellipsis),
+    the usual reasons a web page fails NFKC's quick check, map to " " and "..." under NFKC and
+    compose with nothing, so they are replaced first; then only the lines that fail the quick check
+    are normalized (a line feed is a starter that never composes or reorders, so NFKC never acts
+    across it)."""
     if text.isascii():
         return text
     if "\u00a0" in text:
         text = text.replace("\u00a0", " ")
+    if "\u2026" in text:  # the ellipsis: NFKC gives "...", which is inert
+        text = text.replace("\u2026", "...")
     if unicodedata.is_normalized("NFKC", text):
         return text
     is_normalized, normalize = unicodedata.is_normalized, unicodedata.normalize
@@ -102,8 +118,11 @@ def nfkc(text: str) -> str:
 
 
 def code_points(text: str) -> np.ndarray:
-    """NFKC + lower-case ``text`` as a uint32 array of code points (step 1 of the rule)."""
-    folded = nfkc(text).lower()
+    """NFKC ``text`` as a uint32 array of code points (lower-casing happens in ``normalize_code_points``,
+    by table, except for texts where ``str.lower`` depends on context: those are lowered here)."""
+    folded = nfkc(text)
+    if not folded.isascii() and any(ch in folded for ch in _CONTEXT_LOWER):
+        folded = folded.lower()
     return np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
@@ -129,8 +148,9 @@ def _append_utf8(buf, pos, c):
 
 
 @numba.njit(cache=True, nogil=True)
-def normalize_code_points(cps, table):
-    """Steps 2-3 of the rule over code points: (utf8 buffer, n_bytes, word starts, word ends, n_words)."""
+def normalize_code_points(cps, table, lower):
+    """Lower-casing and steps 2-3 of the rule over code points: (utf8 buffer, n_bytes, word starts,
+    word ends, n_words)."""
     n = cps.shape[0]
     buf = np.empty(4 * n + 1, dtype=np.uint8)
     starts = np.empty(n + 1, dtype=np.int64)
@@ -141,7 +161,11 @@ def normalize_code_points(cps, table):
     after_solo = False
     for i in range(n):
         c = np.int64(cps[i])
-        k = table[c] if c < table.shape[0] else SEP
+        if c >= table.shape[0]:
+            k = SEP
+        else:
+            c = np.int64(lower[c])
+            k = table[c]
         if k == DROP:
             continue
         if k == SEP:
@@ -170,7 +194,7 @@ def normalize_code_points(cps, table):
 
 def normalized_words(text: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(utf8 buffer of the normalized text, word start offsets, word end offsets)."""
-    buf, nbytes, starts, ends, nwords = normalize_code_points(code_points(text), class_table())
+    buf, nbytes, starts, ends, nwords = normalize_code_points(code_points(text), *tables())
     return buf[:nbytes], starts[:nwords], ends[:nwords]
 
 
