@@ -31,7 +31,6 @@ ARG LID176_MD5=340156704bb8c8e50c4abf35a7ec2569
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
     WEBREFINERY_HOME=/opt/webrefinery \
     WEBREFINERY_DATA=/opt/webrefinery \
     FTLANG_CACHE=/opt/webrefinery/fasttext-cache \

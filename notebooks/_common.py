@@ -38,6 +38,8 @@ DEFAULTS: Dict[str, Optional[str]] = {
     "WEBREFINERY_MAX_ROWS": "200000",
 }
 
+NOT_PATHS = {"WEBREFINERY_MAX_ROWS"}
+
 HOW_TO_MAKE = {
     "WEBREFINERY_RUN": "make run   (or: refinery run refinedweb --input ... --output out)",
     "WEBREFINERY_TOK": "refinery train-tokenizer --input out/documents --output tok",
@@ -128,7 +130,12 @@ def describe_inputs(names: Sequence[str]) -> None:
     for name in names:
         source = "set" if os.environ.get(name) else "default"
         value = setting(name)
-        shown = data_dir() if name == "WEBREFINERY_DATA" else (resolve(value) if value else "(unset)")
+        if name == "WEBREFINERY_DATA":
+            shown = data_dir()
+        elif name in NOT_PATHS:
+            shown = value
+        else:
+            shown = resolve(value) if value else "(unset)"
         print(f"{name:<22} {source:<8} -> {shown}")
 
 

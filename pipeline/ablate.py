@@ -38,6 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-limit", type=int, default=500, help="items per zero-shot task")
     parser.add_argument("--text", default=None, help="held-out text for bits per byte (default: WikiText-2 raw test)")
     parser.add_argument("--data-dir", default=None, help="folder of eval task files (default: ../shared/data/eval)")
+    parser.add_argument("--bpb-max-tokens", type=int, default=200_000, help="cap on held-out tokens scored for bits per byte")
 
 
 def _train_tokenizer(documents: str, out: str, vocab_size: int, seed: int) -> str:
@@ -66,6 +67,7 @@ def _pretrain(tokens: str, out: str, args) -> Dict[str, Any]:
 
 def _evaluate(run_dir: str, tokens: str, args) -> Dict[str, Any]:
     from model.checkpoint import load_model_for_inference
+    from model.evaluate.bpb import BPBParams
     from model.evaluate.cli import evaluate, resolve_device
 
     device = resolve_device(args.device)
@@ -73,7 +75,8 @@ def _evaluate(run_dir: str, tokens: str, args) -> Dict[str, Any]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(tok_path)
-    return evaluate(model, tokenizer, args.tasks, data_dir=args.data_dir, limit=args.eval_limit, device=device, text=args.text)
+    return evaluate(model, tokenizer, args.tasks, data_dir=args.data_dir, limit=args.eval_limit, device=device,
+                    text=args.text, bpb_params=BPBParams(max_tokens=args.bpb_max_tokens))
 
 
 def _headline(results: Dict[str, Any]) -> Dict[str, Optional[float]]:

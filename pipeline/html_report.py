@@ -201,6 +201,14 @@ def _hist_bins(arrays, log: bool):
     return np.linspace(lo, hi, 40)
 
 
+def _plain_ticks(ax) -> None:
+    """No minor ticks: on log axes matplotlib labels many of them, which makes a grid of small charts slow to draw."""
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def figure_threshold_signals(docs, rejected, thresholds: Sequence[Threshold]):
     """A Figure: one histogram per thresholded signal, documents that passed the stage vs those it rejected.
 
@@ -242,6 +250,7 @@ def figure_threshold_signals(docs, rejected, thresholds: Sequence[Threshold]):
             ax.set_xscale("log")
         ax.set_title(f"{column}\n{stage}: {passed.size:,} passed, {by_stage.size:,} rejected", fontsize=8)
         ax.tick_params(labelsize=7)
+        _plain_ticks(ax)
     for ax in list(axes.flat)[len(by_column):]:
         ax.set_visible(False)
     fig.legend(handles=[Patch(color=KEPT_COLOR, label="passed the stage (kept, or rejected later)"),
@@ -279,6 +288,7 @@ def figure_other_signals(docs, rejected, exclude: Iterable[str]):
         ax.set_yscale("log")
         ax.set_title(c, fontsize=9)
         ax.tick_params(labelsize=7)
+        _plain_ticks(ax)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(series):]:
         ax.set_visible(False)
