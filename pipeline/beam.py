@@ -209,10 +209,10 @@ def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str,
                 limit: Optional[int] = None, read_params: Any = None, spread: bool = True):
     """Add the whole pipeline to Beam pipeline ``p``; ``run_info`` goes into manifest.json.
 
-    ``spread`` inserts Reshuffles after listing files and after reading, so that a few huge WARC files are
-    read by many workers and their pages extracted by all of them (without it, fusion would keep every page
-    of a file on the worker that read it). A single in-process worker gains nothing from it and pays the
-    serialization, so ``run`` turns it off there; outputs are identical either way.
+    ``spread`` inserts Reshuffles after listing files (files spread over workers) and after extraction (the
+    documents of one huge file spread over all workers for the remaining stages; shuffling after extraction
+    moves ~30x fewer bytes than shuffling HTML). A single in-process worker gains nothing from it and pays
+    the serialization, so ``run`` turns it off there; outputs are identical either way.
     """
     if limit is not None:
         read = p | "Inputs" >> beam.Create([list(inputs)]) | "Read" >> beam.ParDo(ReadFileDoFn(limit, read_params)).with_outputs(REJECTED_TAG, main="docs")
@@ -221,8 +221,14 @@ def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str,
         if spread:
             files = files | "SpreadFiles" >> beam.Reshuffle()
         read = files | "Read" >> beam.ParDo(ReadFileDoFn(None, read_params)).with_outputs(REJECTED_TAG, main="docs")
-    docs = read.docs | "SpreadDocs" >> beam.Reshuffle() if spread else read.docs
+    docs = read.docs
     rejected = [read[REJECTED_TAG]]
+    # Spread documents over workers after extraction (a page's text is ~30x smaller than its HTML), or right
+    # after reading when the pipeline has no extraction stage.
+    names = [s.name for s in stages]
+    spread_after = "extract" if "extract" in names else None
+    if spread and spread_after is None:
+        docs = docs | "SpreadDocs" >> beam.Reshuffle()
 
     run: List[DocumentStage] = []
     group = 0
@@ -245,6 +251,8 @@ def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str,
             rejected.append(rej)
         else:
             run.append(stage)
+            if spread and stage.name == spread_after:
+                docs = flush(docs) | "SpreadDocs" >> beam.Reshuffle()
     docs = flush(docs)
 
     schema, rejected_schema = schemas_for(stages)
@@ -291,10 +299,10 @@ def make_runner(options: PipelineOptions):
     return runner
 
 
-def query_counters(result) -> Dict[str, int]:
-    """All webrefinery counters of a finished pipeline as {name: value}."""
+def query_counters(result, namespace: str = NAMESPACE) -> Dict[str, int]:
+    """Counters of a finished pipeline in ``namespace`` (default: the accounting counters) as {name: value}."""
     counters: Dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
         try:
             value = c.committed
         except Exception:  # some runners support only attempted metrics
@@ -303,6 +311,9 @@ def query_counters(result) -> Dict[str, int]:
             value = c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
     return counters
+
+
+DIAGNOSTIC_NAMESPACES = ("webrefinery.dedup",)
 
 
 def run(stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
@@ -316,4 +327,8 @@ def run(stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spe
     build_graph(p, stages, inputs, out_dir, output_spec, run_info, limit, read_params, spread=not single_in_process)
     result = p.run()
     result.wait_until_finish()
-    return query_counters(result)
+    counters = query_counters(result)
+    for ns in DIAGNOSTIC_NAMESPACES:  # stage diagnostics (e.g. connected-component rounds), not accounting
+        for name, value in query_counters(result, ns).items():
+            counters[f"diagnostics|{ns}|{name}"] = value
+    return counters

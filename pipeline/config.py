@@ -23,7 +23,10 @@ import yaml
 
 from pipeline.stages.base import ParamError, Stage
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "pipelines.yaml"
+# The repository's pipelines.yaml; installed packages (wheel, container) carry the same file as package
+# data (pipeline/pipelines.yaml is a symlink to it in the repository).
+_REPO_CONFIG = Path(__file__).resolve().parents[1] / "pipelines.yaml"
+DEFAULT_CONFIG = _REPO_CONFIG if _REPO_CONFIG.exists() else Path(__file__).resolve().parent / "pipelines.yaml"
 
 
 class ConfigError(ValueError):

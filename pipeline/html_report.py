@@ -9,8 +9,9 @@ eyeballed. Everything a document brings (text, URL) is HTML-escaped; only http(s
 The helpers that tie a stage's parameters to the column it thresholds (``threshold_signals``,
 ``signal_columns_for_reason``) are shared with the notebooks in ``notebooks/``.
 
-Pictures are drawn with matplotlib's object API (``matplotlib.figure.Figure``), never through ``pyplot``,
-so calling ``render`` from a notebook does not change the notebook's plotting backend.
+The figures of this module are built with matplotlib's object API (``matplotlib.figure.Figure``), never
+through ``pyplot``, so a notebook can display them (``display(fig)``) without its plotting backend being
+changed. (``render`` also calls ``pipeline.report.draw_funnel``, which selects the Agg backend.)
 """
 
 from __future__ import annotations

@@ -53,12 +53,14 @@ def build_report(pipeline: str, stage_names: Sequence[str], counters: Mapping[st
     output_documents = stages[-1]["kept"]
     for s in stages:
         s["kept_of_input_pct"] = round(100.0 * s["kept"] / input_documents, 3) if input_documents else 0.0
+    diagnostics = {k.split("|", 2)[2]: v for k, v in counters.items() if k.startswith("diagnostics|")}
     return {
         "pipeline": pipeline,
         "input_documents": input_documents,
         "output_documents": output_documents,
         "rejected_documents": sum(sum(s["rejected"].values()) for s in stages),
         "stages": stages,
+        "diagnostics": dict(sorted(diagnostics.items())),
     }
 
 
