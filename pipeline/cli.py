@@ -67,6 +67,7 @@ def _cmd_run(args, beam_args: Sequence[str]) -> int:
         inputs = [COMMON_CRAWL_DEFAULT]
         limit = limit or DEFAULT_REMOTE_LIMIT
         print(f"No --input given: streaming the first {limit} records of Common Crawl ({COMMON_CRAWL_DEFAULT}).", file=sys.stderr)
+    print(f"refinery: running pipeline '{args.pipeline}' into {args.output} (Beam; counts and funnel at the end)", file=sys.stderr)
     report = run_pipeline(args.pipeline, inputs, args.output, config=args.config, overrides=args.overrides,
                           limit=limit, beam_args=beam_args, force=args.force, draw=not args.no_funnel)
     if report.get("skipped"):
