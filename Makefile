@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml requirements-ci.txt
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,dev,gcp]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -9,7 +9,8 @@ figures must have been written as PNGs.
 
 The kernel: the test writes its own kernelspec (into a temporary JUPYTER_PATH) whose command is this
 interpreter, ``sys.executable -m ipykernel_launcher``, so the notebooks run in the same environment as pytest
-whatever kernels the machine has installed; no kernelspec install step is needed.
+whatever kernels the machine has installed; no kernelspec install step is needed. Kernels talk over Unix
+sockets, not TCP ports, so concurrent kernels on a busy machine cannot collide.
 
 The committed notebooks must carry no outputs and no machine paths (``test_committed_notebooks_are_clean``).
 """
@@ -21,10 +22,12 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from pipeline.cli import main as refinery
@@ -98,13 +101,18 @@ def kernel_env(tmp_path, monkeypatch):
 
 
 def _execute(name: str, cwd: Path, tags=None) -> nbformat.NotebookNode:
-    """Run notebook ``name`` on a fresh kernel (only its code cells tagged with one of ``tags``, when given)."""
+    """Run notebook ``name`` on a fresh kernel (only its code cells tagged with one of ``tags``, when given).
+
+    The kernel talks over Unix sockets (transport "ipc") in a short private folder: no TCP ports to race for
+    with other kernels on a busy machine."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     if tags:
         nb.cells = [c for c in nb.cells if c.cell_type == "code" and set(tags) & set(c.metadata.get("tags", []))]
         assert nb.cells, f"{name} has no cell tagged {tags}"
-    client = NotebookClient(nb, timeout=300, kernel_name=KERNEL_NAME, resources={"metadata": {"path": str(cwd)}})
-    client.execute()  # raises CellExecutionError (with the cell and traceback) if any cell fails
+    with tempfile.TemporaryDirectory(prefix="wr-kernel-") as sockets:  # short: socket paths are limited to ~100 bytes
+        km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
+        client = NotebookClient(nb, km=km, timeout=300, startup_timeout=120, resources={"metadata": {"path": str(cwd)}})
+        client.execute()  # raises CellExecutionError (with the cell and traceback) if any cell fails
     return nb
 
 

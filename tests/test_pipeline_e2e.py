@@ -155,3 +155,27 @@ def test_killed_run_leaves_no_visible_shard_and_rerun_is_identical(tmp_path):
     # rerun completes and matches the clean run byte for byte
     subprocess.run([sys.executable, str(driver), str(out), *inputs], env=env, check=True, capture_output=True)
     assert _shard_bytes(str(out)) == _shard_bytes(str(clean))
+
+
+@pytest.mark.slow
+def test_refinedweb_on_all_shared_archives_and_cc_text(tmp_path):
+    """The paper's pipeline (trafilatura, 450x20 MinHash) over every shared WARC/ARC and the extracted CC text."""
+    warcs = sorted(glob.glob(str(require_shared("warc") / "*.warc.gz"))) + [str(require_shared("warc", "archive-org-2008.arc.gz"))]
+    inputs = warcs + [str(require_shared("cc", "cc-main-2019-30-extracted.jsonl.gz"))]
+    out = str(tmp_path / "rw")
+    report = run_pipeline("refinedweb", inputs, out)
+    docs, rejected = _check_run(out, report)
+    names = [s["name"] for s in report["stages"]]
+    assert names == ["read", "url_filter", "extract", "langid", "gopher_repetition", "gopher_quality", "line_corrections",
+                     "normalize", "exact_dedup", "url_dedup", "minhash_dedup", "substring_dedup"]
+    by_name = {s["name"]: s for s in report["stages"]}
+    # every filtering stage of the document half does real work on real data
+    for stage in ("url_filter", "extract", "langid", "gopher_repetition", "gopher_quality", "line_corrections"):
+        assert sum(by_name[stage]["rejected"].values()) > 0, stage
+    # the 55 byte-identical repeated records of serp-archive-0000 cannot both survive exact dedup
+    texts = docs.column("text").to_pylist()
+    assert len(texts) == len(set(texts))
+    assert set(docs.column("language").to_pylist()) == {"en"}
+    assert report["diagnostics"].get("minhash_dedup|cc_unconverged_nodes", 0) == 0
+    with open(os.path.join(out, "report.json")) as fh:
+        assert json.load(fh)["stages"] == report["stages"]

@@ -1,9 +1,14 @@
 """MinHash LSH banding as Beam transforms: documents -> signatures -> band buckets -> candidate edges.
 
 Each document gets a compact node id (``node_id``: 16-byte BLAKE2b of ``doc_key``, so a node is 16
-bytes in every shuffle instead of a long key; collisions need ~2^64 documents). For each of its
-``bands`` bands the document is keyed by a 10-byte bucket key (band index + 64-bit hash of the band's
-``rows`` signature values, see ``minhash.band_keys``); a GroupByKey collects each bucket.
+bytes in every shuffle instead of a long key; collisions need ~2^64 documents). Each of its
+``bands`` bands puts the document in the bucket (band index, 64-bit hash of the band's ``rows``
+signature values; see ``minhash.band_hashes``, the same buckets as ``minhash.band_keys``).
+
+Bucket entries do not travel one per Beam element: ``SignatureDoFn`` collects them into packed
+numpy batches (``packed``), split by a shard of the band hash, and a GroupByKey on the shard brings
+every bucket's entries together (one element per shard and batch, ~26 bytes per entry instead of a
+Python tuple per entry).
 
 A bucket with members m_1..m_k yields *star* edges ``(m_i, min(m))``: k - 1 edges, never k^2/2, so a
 boilerplate bucket holding a million pages costs a million edges. Stars keep connectivity, which
@@ -25,8 +30,10 @@ from typing import Iterable, Iterator, Tuple
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
-from pipeline.dedup.minhash import MinHasher, band_keys, jaccard_of_hash_sets
+from pipeline.dedup import packed
+from pipeline.dedup.minhash import MinHasher, band_hashes, jaccard_of_hash_sets
 from pipeline.document import Document, doc_key
 from pipeline.stages.base import error_reason
 
@@ -64,22 +71,42 @@ def priority_of(doc: Document, keep: str) -> Tuple:
 KEEP_RULES = ("lowest_key", "earliest_date", "longest")
 
 
-class SignatureDoFn(beam.DoFn):
-    """Document -> keyed document, priority info, LSH bucket entries (and shingle sets for verification).
+DEFAULT_SHARDS = 256
+BATCH_RECORDS = 1 << 20  # bucket entries per packed batch before it is split by shard and emitted
 
-    Outputs (tags): ``keyed`` (node, doc); ``info`` (node, (priority, doc_key)); ``bands``
-    (bucket_key, node); ``sets`` (node, sorted unique uint32 shingle hashes as bytes) when
-    ``with_sets``; ``errors`` (doc, reason) for a document whose hashing raised."""
+
+class SignatureDoFn(beam.DoFn):
+    """Document -> keyed document, priority, packed LSH bucket entries (and shingle sets for verification).
+
+    Outputs (tags): ``keyed`` (node, doc); ``info`` (node, priority; ``priority_of``, whose last item
+    is the doc_key); ``bands`` (shard, packed bucket records) once per shard and batch of
+    ``BATCH_RECORDS`` entries, and at the end of each bundle; ``sets`` (node, sorted unique uint32
+    shingle hashes as bytes) when ``with_sets``; ``errors`` (doc, reason) for a document whose
+    hashing raised. Dedup runs in the global window (the batch flushed at the end of a bundle is
+    emitted there)."""
 
     def __init__(self, stage: str, num_perm: int, bands: int, rows: int, ngram: int, seed: int, scheme: str,
-                 shingle_hash: str, keep: str, with_sets: bool):
+                 shingle_hash: str, keep: str, with_sets: bool, shards: int = DEFAULT_SHARDS):
         self.stage, self.num_perm, self.bands, self.rows = stage, num_perm, bands, rows
         self.ngram, self.seed, self.scheme, self.shingle_hash = ngram, seed, scheme, shingle_hash
-        self.keep, self.with_sets = keep, with_sets
+        self.keep, self.with_sets, self.shards = keep, with_sets, shards
 
     def setup(self):
+        if self.bands * self.rows > self.num_perm:
+            raise ValueError(f"{self.bands} bands x {self.rows} rows need {self.bands * self.rows} hash values, signature has {self.num_perm}")
         self.hasher = MinHasher(self.num_perm, self.seed, self.ngram, self.scheme, self.shingle_hash)
         self.no_shingles = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|no_shingles")
+        self.batch_docs = max(1, BATCH_RECORDS // self.bands)
+
+    def start_bundle(self):
+        self.nodes, self.hashes = [], []
+
+    def _flush(self):
+        if not self.nodes:
+            return
+        cols = packed.bucket_records(self.nodes, np.stack(self.hashes))
+        self.nodes, self.hashes = [], []
+        yield from packed.split_by_shard(packed.shard_of(cols[0], self.shards), cols)
 
     def process(self, doc: Document):
         try:
@@ -91,24 +118,34 @@ class SignatureDoFn(beam.DoFn):
             if not isinstance(text, str):
                 raise TypeError(f"text is {type(text).__name__}, not str")
             hashes = self.hasher.shingle_hashes(text)
-            keys = band_keys(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else []
-            info = (priority_of(doc, self.keep), key)
+            bands = band_hashes(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else None
+            priority = priority_of(doc, self.keep)
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(ERROR_TAG, (doc, error_reason(self.stage, exc)))
             return
         yield beam.pvalue.TaggedOutput(KEYED_TAG, (node, doc))
-        yield beam.pvalue.TaggedOutput(INFO_TAG, (node, info))
-        if not keys:
+        yield beam.pvalue.TaggedOutput(INFO_TAG, (node, priority))
+        if bands is None:
             self.no_shingles.inc()
             return
-        for bucket in keys:
-            yield beam.pvalue.TaggedOutput(BANDS_TAG, (bucket, node))
+        self.nodes.append(node)
+        self.hashes.append(bands)
+        if len(self.nodes) >= self.batch_docs:
+            for shard_batch in self._flush():
+                yield beam.pvalue.TaggedOutput(BANDS_TAG, shard_batch)
         if self.with_sets:
             yield beam.pvalue.TaggedOutput(SETS_TAG, (node, np.unique(hashes).tobytes()))
 
+    def finish_bundle(self):
+        for shard_batch in self._flush():
+            yield beam.pvalue.TaggedOutput(BANDS_TAG, GlobalWindows.windowed_value(shard_batch))
+
 
 def star_edges(bucket: Tuple[bytes, Iterable[bytes]]) -> Iterator[Tuple[bytes, bytes]]:
-    """(bucket, members) -> one edge (member, min member) per other member (linear, not quadratic)."""
+    """(bucket, members) -> one edge (member, min member) per other member (linear, not quadratic).
+
+    The rule for one bucket as plain Python (tests, reference); the pipeline applies it to packed
+    batches (``packed.star_edges_of_buckets``)."""
     _, members = bucket
     nodes = set(members)
     if len(nodes) < 2:
@@ -120,25 +157,34 @@ def star_edges(bucket: Tuple[bytes, Iterable[bytes]]) -> Iterator[Tuple[bytes, b
 
 
 class _StarEdgesDoFn(beam.DoFn):
+    """(shard, packed bucket records) -> (shard, packed star edges) of its buckets with >= 2 members."""
+
     def __init__(self, stage: str):
         self.stage = stage
 
     def setup(self):
         self.buckets = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|candidate_buckets")
-        self.sizes = Metrics.distribution(METRICS_NAMESPACE, f"{self.stage}|bucket_size")
+        self.edges = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|star_edges")
+        self.largest = Metrics.distribution(METRICS_NAMESPACE, f"{self.stage}|largest_bucket")
 
-    def process(self, bucket):
-        n = 0
-        for edge in star_edges(bucket):
-            n += 1
-            yield edge
-        if n:
-            self.buckets.inc()
-            self.sizes.update(n + 1)
+    def process(self, element):
+        shard, blobs = element
+        edges, sizes = packed.star_edges_of_buckets(*packed.unpack_columns(blobs, packed.BUCKET_COLUMNS))
+        if len(sizes):
+            self.buckets.inc(len(sizes))
+            self.edges.inc(int(sizes.sum()) - len(sizes))
+            self.largest.update(int(sizes.max()))
+        if len(edges[0]):
+            yield shard, packed.pack_columns(edges)
 
 
 class CandidateEdges(beam.PTransform):
-    """(bucket_key, node) entries -> star edges (node, bucket minimum) of every bucket with >= 2 members."""
+    """(shard, packed bucket records) -> (shard, packed star edges (node, bucket minimum)) of every bucket
+    with >= 2 members.
+
+    Metrics: ``<stage>|candidate_buckets`` (buckets with >= 2 members), ``<stage>|star_edges``
+    (edges before removing repeats across bands), ``<stage>|largest_bucket`` (a distribution of the
+    largest bucket per shard group: its max is the largest bucket)."""
 
     def __init__(self, stage: str):
         super().__init__()

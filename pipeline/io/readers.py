@@ -16,7 +16,9 @@ are damaged in ways that stop those iterators at the first problem:
   that fails to inflate (or fails its CRC) costs only the record(s) inside it: the reader scans forward
   for the next gzip header that inflates to the start of a record and goes on (``read:corrupt_gzip``).
   A record is handed out only after its member's CRC checked out, so damaged bytes never become a page.
-- A record cut off by the end of the file is ``read:truncated``; everything before it is kept.
+- A record cut off by the end of the file is ``read:truncated``; everything before it is kept. So is
+  a record whose Content-Length runs past the end of its own gzip member when the next member
+  starts a record (a lying length): it is cut there instead of swallowing the records after it.
 - Payloads above ``max_bytes`` are ``read:too_large`` and are never decoded or held in memory (only a
   64 KiB prefix is kept, to read the HTTP headers). A record may inflate to at most
   ``max_expansion * max_bytes`` bytes; past that the member is abandoned (decompression bombs).
@@ -672,6 +674,18 @@ class _RecordSplitter:
         """Records left at the end of the stream (a record still open is truncated)."""
         return self._drain(final=True)
 
+    def cut_at_member(self, data: bytes) -> Optional[_RawRecord]:
+        """Called with the first data of a new gzip member: when a record of an earlier member still waits
+        for bytes and this member starts a record, the waiting record's Content-Length lies (each record
+        has its own member): it is cut here as truncated instead of swallowing the records that follow."""
+        if self.cur is None or not self.dialect.starts_record(data[:4096]):
+            return None
+        cut = _RawRecord(self.cur.offset, self.cur.headers, problem=R_TRUNCATED)
+        self._consume(len(self.buf))
+        self.cur = None
+        self.run = 0
+        return cut
+
     def abort(self) -> Optional[_RawRecord]:
         """Forget everything buffered (its gzip member was lost); the record that was open, if any."""
         lost = None
@@ -780,9 +794,15 @@ def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]
         return
     held: List[_RawRecord] = []
     member = 0
+    member_starts = False  # the next 'data' event is the first of a member
     for event in source.events():
         kind = event[0]
         if kind == "data":
+            if member_starts:
+                member_starts = False
+                cut = splitter.cut_at_member(event[1])
+                if cut is not None:
+                    yield cut
             held.extend(splitter.feed(event[1]))
             last_good = max((i for i, r in enumerate(held) if r.problem is None and r.headers), default=0)
             if last_good:
@@ -792,6 +812,7 @@ def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]
                 source.abandon = True
         elif kind == "member":
             member = event[1]
+            member_starts = True
             splitter.start_member(member)
         elif kind in ("end", "abandoned"):
             yield from held
@@ -987,6 +1008,8 @@ def decode_html(payload: bytes, declared_charset: Optional[str] = None) -> str:
     if payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return payload.decode("utf-16", "replace")
     http_enc = _html5_encoding(declared_charset)
+    if http_enc and http_enc.startswith("utf-16") and b"\x00" not in payload[:_META_SCAN]:
+        http_enc = None  # markup in UTF-16 has a NUL byte in every ASCII character: the label lies
     m = _META_CHARSET.search(payload, 0, _META_SCAN)
     meta_enc = _html5_encoding(m.group(1).decode("ascii", "replace")) if m else None
     if meta_enc and meta_enc.startswith(("utf-16", "utf_16")):
