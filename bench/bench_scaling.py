@@ -69,16 +69,8 @@ from pipeline.paths import require_shared  # noqa: E402
 
 # RefinedWeb's funnel (REFERENCE.md section 1): % of Common Crawl kept after each stage (documents up
 # to language ID, tokens after, which we read as documents). A stage missing here keeps everything.
-PAPER_KEPT_AFTER = {
-    "url_filter": 97.76,
-    "extract": 96.31,
-    "langid": 47.51,
-    "gopher_repetition": 35.97,
-    "gopher_quality": 30.15,
-    "line_corrections": 23.34,
-    "minhash_dedup": 14.50,
-    "substring_dedup": 11.67,
-}
+from pipeline.report import PAPER_FUNNEL as PAPER_KEPT_AFTER  # noqa: E402
+
 FINEWEB_CORE_HOURS = 8_000 * 10  # datatrove: ~8,000 tasks x ~10 h per dump (one core per task)
 C4_CORE_HOURS = 341 * 24  # C4 on Dataflow: ~341 CPU-days (from WET text: no HTML extraction)
 MACHINES = {"n2-standard-8": (8, 32.0), "n2-standard-16": (16, 64.0)}  # vCPUs, GB

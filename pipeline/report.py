@@ -105,15 +105,13 @@ def write_report(report: Mapping[str, Any], out_dir: str) -> str:
 
 def draw_funnel(report: Mapping[str, Any], path: str, compare_paper: bool = True) -> str:
     """funnel.png: % of input documents kept after each stage, with RefinedWeb's funnel beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's (e.g. a notebook's) backend alone
 
     stages = report["stages"]
     names = [s["name"] for s in stages]
     ours = [s["kept_of_input_pct"] for s in stages]
-    fig, ax = plt.subplots(figsize=(max(7, 1.05 * len(names) + 2), 4.6), dpi=110)
+    fig = Figure(figsize=(max(7, 1.05 * len(names) + 2), 4.6), dpi=110)
+    ax = fig.subplots()
     x = list(range(len(names)))
     width = 0.4 if compare_paper else 0.7
     bars = ax.bar([i - (width / 2 if compare_paper else 0) for i in x], ours, width, color="#2b6cb0", label=f"this run ({report['input_documents']:,} docs in)")
@@ -134,7 +132,6 @@ def draw_funnel(report: Mapping[str, Any], path: str, compare_paper: bool = True
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

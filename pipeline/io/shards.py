@@ -44,6 +44,27 @@ def default_sort_key(doc: Mapping[str, Any]):
     return (doc_key(doc), doc.get("url") or "", doc.get("text") or "", doc.get("reason") or "")
 
 
+def write_bytes_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` under a temporary name beside ``path``, then rename: readers never see half a file.
+
+    Local files are fsynced before the rename; remote paths (gs://, s3://) go through Beam's filesystems.
+    """
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    if _is_remote(path):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(tmp) as fh:
+            fh.write(data)
+        FileSystems.rename([tmp], [path])
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def write_table_atomically(table: pa.Table, path: str, compression: Optional[str] = "zstd") -> Dict[str, Any]:
     """Write ``table`` as an Arrow IPC file to ``path`` via a temporary name; return its manifest entry."""
     options = pa.ipc.IpcWriteOptions(compression=compression) if compression else pa.ipc.IpcWriteOptions()
@@ -52,20 +73,7 @@ def write_table_atomically(table: pa.Table, path: str, compression: Optional[str
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
             writer.write_batch(batch)
     data = sink.getvalue().to_pybytes()
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    if _is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(tmp) as fh:
-            fh.write(data)
-        FileSystems.rename([tmp], [path])
-    else:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    write_bytes_atomically(path, data)
     return {
         "name": os.path.basename(path),
         "rows": table.num_rows,
@@ -109,19 +117,7 @@ def complete_shard_set(
 
 
 def write_json_atomically(obj: Any, path: str) -> None:
-    data = (json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode("utf-8")
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    if _is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(tmp) as fh:
-            fh.write(data)
-        FileSystems.rename([tmp], [path])
-    else:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+    write_bytes_atomically(path, (json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def list_shards(path: str) -> List[str]:

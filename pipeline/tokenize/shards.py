@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.document import stable_hash64
+from pipeline.io.shards import write_bytes_atomically  # noqa: F401  (also used by tokenize/train.py)
 from pipeline.tokenize import EOT_TOKEN, UsageError
 
 SPLITS = ("train", "val")
@@ -156,15 +157,6 @@ def serialize_record_batch(batch: pa.RecordBatch) -> bytes:
     with pa.ipc.new_file(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression=None)) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
-
-
-def write_bytes_atomically(path: str, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename: readers never see half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def write_token_shard(output_dir: str, split: str, index: int, count: int, rows: Iterable[Row],
