@@ -148,8 +148,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for handler in logging.getLogger().handlers:  # Beam warns about optional GCP clients on import
         handler.addFilter(lambda record: "apitools not found" not in str(record.msg))
     if not verbose:
-        for noisy in ("apache_beam", "absl", "trafilatura", "htmldate", "courlan"):
+        for noisy in ("apache_beam", "absl"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        # extraction libraries log every unparsable page; those pages are counted as extract:* rejections
+        for noisy in ("trafilatura", "htmldate", "courlan", "justext"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
     parser = build_parser()
     _load_subparser(parser, argv)
     if not argv:
