@@ -240,12 +240,14 @@ DEFAULT_BPB_TEXT = "wikitext-2-raw-test.txt"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str | Path:
-    """The eval data location: explicit argument, else $WEBREFINERY_EVAL_DIR, else ../shared/data/eval.
+    """The eval data location: explicit argument, else $WEBREFINERY_EVAL_DIR, else $WEBREFINERY_DATA/eval,
+    else ../shared/data/eval.
 
     Returns a Path, or the string unchanged when it is an http(s) URL base (see ``fetch_task_files``).
     """
     if data_dir is None:
-        data_dir = os.environ.get(EVAL_DIR_ENV) or DEFAULT_EVAL_DIR
+        shared = os.environ.get("WEBREFINERY_DATA")  # the project's one data setting, when set
+        data_dir = os.environ.get(EVAL_DIR_ENV) or (Path(shared) / "eval" if shared else DEFAULT_EVAL_DIR)
     text = str(data_dir)
     if is_url(text):
         return text
