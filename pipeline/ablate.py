@@ -55,7 +55,12 @@ def _tokenize(documents: str, tokenizer: str, out: str) -> Dict[str, Any]:
 
 
 def _pretrain(tokens: str, out: str, args) -> Dict[str, Any]:
+    import shutil
+
     from model.train import TrainConfig, train
+
+    if os.path.isdir(out):  # an ablation re-run retrains from scratch: the folder is the ablation's own
+        shutil.rmtree(out)
 
     cfg = dict(tokens=tokens, out=out, preset=args.preset, max_steps=args.max_steps, batch_size=args.batch_size,
                lr=args.lr, warmup=max(1, args.max_steps // 10), seed=args.seed, device=args.device,
