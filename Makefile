@@ -11,6 +11,9 @@ LIMIT ?=
 INPUT ?= $(if $(wildcard $(DATA)/warc/*.warc.gz),$(DATA)/warc/*.warc.gz,)
 RUN_ARGS ?=
 
+FUZZ_SECONDS ?= 300
+FUZZ_CORPUS ?= fuzz-corpus
+
 .PHONY: run test install install-dev bench fuzz clean
 
 $(BIN)/.installed: pyproject.toml requirements-ci.txt
@@ -35,6 +38,11 @@ test: $(BIN)/.installed-dev
 
 bench: $(BIN)/.installed-dev
 	@for b in bench/bench_*.py; do echo "== $$b"; WEBREFINERY_DATA=$(DATA) $(BIN)/python $$b || exit 1; done
+
+fuzz: $(BIN)/.installed-dev
+	mkdir -p $(FUZZ_CORPUS)/warc $(FUZZ_CORPUS)/stages
+	WEBREFINERY_DATA=$(DATA) $(BIN)/python fuzz/fuzz_warc.py -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 -artifact_prefix=$(FUZZ_CORPUS)/ $(FUZZ_CORPUS)/warc
+	WEBREFINERY_DATA=$(DATA) $(BIN)/python fuzz/fuzz_stages.py -max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=4096 -artifact_prefix=$(FUZZ_CORPUS)/ $(FUZZ_CORPUS)/stages
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Dict, List, Tuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import get_pipeline
@@ -40,7 +40,7 @@ from pipeline.stages.line_corrections import LineCorrections, LineCorrectionsPar
 from pipeline.stages.normalize import Normalize
 from pipeline.stages.text_utils import split_words
 
-settings.register_profile("webrefinery", max_examples=60, deadline=None,
+settings.register_profile("webrefinery", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("webrefinery-long", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -127,12 +127,23 @@ def make_doc(text: str = "", html=None, url="http://example.org/page") -> Dict:
     return doc
 
 
+# Inputs that once broke a stage (kept as regression examples): a line of counters that made the
+# counter-line regex backtrack exponentially (hours), and words of 999 dots that made C4's sentence
+# count quadratic (seconds per line).
+REDOS_COUNTERS = "3 likes " * 40 + "!x"
+DOT_WORDS = " ".join(["." * 999 + "x"] * 200) + " end."
+
+
+@pytest.mark.timeout(120)
 @given(text=hostile_text)
+@example(text=REDOS_COUNTERS)
+@example(text=DOT_WORDS)
 def test_every_stage_keeps_or_names_a_rule_for_any_text(text):
     for stage in document_stages():
         assert_kept_or_rule(stage, make_doc(text))
 
 
+@pytest.mark.timeout(120)
 @given(html=hostile_text)
 def test_every_stage_keeps_or_names_a_rule_for_any_html(html):
     # as HTML (extract parses it) and wrapped in markup
@@ -159,6 +170,8 @@ def normalizer() -> Normalize:
 
 
 @given(text=hostile_text)
+@example(text="caf\u00c3\x00\u00a9 don\u00e2\u20ac\u2122t")  # a NUL hid mojibake from the first pass
+@example(text="e\x00\u0301 and A\u0303\u00a9")  # removal / NFC made a new composition or mojibake
 def test_normalize_is_idempotent(text):
     norm = normalizer()
     once, _ = norm.normalize_text(text)
@@ -169,11 +182,14 @@ def test_normalize_is_idempotent(text):
 
 
 @given(text=hostile_text)
+@example(text="Share|Tweet|Pin it")  # fragments glued together were counted twice
+@example(text="Read more \u00bb\ufffd\nHOME\n2019\n")
 def test_line_corrections_never_adds_words(text):
     params = LineCorrectionsParams()
     corrected, removed, total = correct_lines(text, params)
     assert len(split_words(corrected)) <= len(split_words(text))
     assert sum(removed.values()) <= total
+    assert removed["call_to_action"] <= len(split_words(text))
     doc = make_doc(text)
     why = LineCorrections(params).process(doc)
     assert 0.0 <= doc["lc_removed_fraction"] <= 1.0

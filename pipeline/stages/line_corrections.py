@@ -12,7 +12,8 @@ here is a named function that can be switched off (``rules`` parameter) and is t
   ``:``, since "Email: a@b.c" is content) or the line end; at the line end when preceded by a
   separator, by sentence punctuation (``. ! ? …``) or the line start. "Sign in to view your
   orders." is kept; "Posted in News | Read more »" loses "| Read more »". A line left empty is
-  removed. The words of stripped fragments (separators included) count under this rule.
+  removed. The words of stripped fragments (separators included) count under this rule, as the
+  line's words before minus after.
 - ``counter`` : the line is only social-media counters ("3 likes", "1.2K shares", "15 comments",
   "Likes: 3", "12 Comments 4 Shares").
 - ``numeric``: the line has digits and no letters ("2019", "12/03/2019 14:05", "+1 555 0100").
@@ -120,9 +121,20 @@ _COUNTER_LABELS = (
     r"subscribers?|repl(?:y|ies)|reactions?|votes?|upvotes?|favou?rites?|faves?|pins?|reblogs?|notes?|"
     r"claps?|hearts?|plays?|downloads?|answers?|responses?)"
 )
-_COUNT = r"\d+(?:[.,]\d+)*\s*[kKmMbB]?\+?"
-_ONE_COUNTER = rf"(?:{_COUNT}\s*{_COUNTER_LABELS}|{_COUNTER_LABELS}\s*:?\s*\(?{_COUNT}\)?)"
-_COUNTER_LINE_RE = re.compile(rf"^[\W_]*{_ONE_COUNTER}(?:[\W_]+{_ONE_COUNTER})*[\W_]*$", re.IGNORECASE)
+# Written so that a line splits into counters and separators in one way only: a number takes all of
+# its ",234"/".5" groups, a "+" or ")" after it, and the white space before them; a separator is
+# non-empty unless a ")" or "+" ended the counter before it. With two ways per counter (the earlier
+# pattern let "\s*" or "[\W_]+" take the same spaces) a failing match backtracks exponentially:
+# "3 likes " * 30 + "!x" took hours.
+_COUNT = r"\d+(?:[.,]\d+)*(?![.,]\d)(?:\s*[kKmMbB])?(?:\s*\+|(?!\s*\+))"
+_ONE_COUNTER = (
+    rf"(?:{_COUNT}\s*{_COUNTER_LABELS}"
+    rf"|{_COUNTER_LABELS}\s*(?::\s*)?\(?{_COUNT}(?:\s*\)|(?!\s*\))))"
+)
+_COUNTER_SEP = r"(?:(?<=[)+])[\W_]*|(?<![)+])[\W_]+)"
+_COUNTER_LINE_RE = re.compile(
+    rf"^[\W_]*{_ONE_COUNTER}(?:{_COUNTER_SEP}{_ONE_COUNTER})*[\W_]*$", re.IGNORECASE
+)
 _LETTER_RE = re.compile(r"[^\W\d_]")
 _DIGIT_RE = re.compile(r"\d")
 _ASCII_UPPER = bytes(range(ord("A"), ord("Z") + 1))
@@ -224,10 +236,13 @@ def correct_lines(text: str, params: LineCorrectionsParams) -> Tuple[str, Dict[s
         if do_cta:
             line, cta_words = strip_call_to_action(line)
             if cta_words:
-                removed["call_to_action"] += cta_words
+                # words before minus words after: a fragment glued to a word ("Share|Tweet") is not
+                # counted twice, so a line never loses more words than it had
+                left = count_words(line) if line else 0
+                removed["call_to_action"] += n_words - left
                 if not line:
                     continue
-                n_words = count_words(line)
+                n_words = left
         has_digit = digit(line) is not None
         if do_counter and has_digit and is_counter_line(line):
             rule = "counter"

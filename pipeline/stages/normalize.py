@@ -21,6 +21,9 @@ Applied in this order to ``doc["text"]``:
    a tab); lines are stripped at both ends; at most one blank line between paragraphs; no leading
    or trailing blank lines.
 
+The stage repeats these steps (at most three times) while removing a character has brought a new
+mojibake sequence or a new NFC composition together, so normalizing twice changes nothing.
+
 A text that is empty after this is rejected as ``normalize:empty``. Columns:
 ``normalize_mojibake_fixed`` (bool: ftfy changed the text) and ``normalize_chars_removed``
 (int32: characters before minus after).
@@ -173,14 +176,24 @@ class Normalize(DocumentStage):
             self._ftfy = (ftfy.fix_text, _ftfy_config())
 
     def normalize_text(self, text: str):
-        """(normalized text, whether mojibake repair changed it)."""
+        """(normalized text, whether mojibake repair changed it). Idempotent: removing a control
+        character or composing to NFC can bring a new mojibake sequence or a new composable pair
+        together ("Ã\\x00©", "e\\x00\\u0301"), so the pass is repeated (at most 3 times) while its
+        output still needs one (only non-ASCII text with a mojibake hint or not in NFC)."""
         fixed = False
-        if self._ftfy is not None and may_have_mojibake(text):
-            fix_text, config = self._ftfy
-            repaired = fix_text(text, config)
-            fixed = repaired != text
-            text = repaired
-        return normalize_text(text), fixed
+        for _ in range(3):
+            before = text
+            if self._ftfy is not None and may_have_mojibake(text):
+                fix_text, config = self._ftfy
+                repaired = fix_text(text, config)
+                fixed = fixed or repaired != text
+                text = repaired
+            text = normalize_text(text)
+            if text == before or text.isascii() or not (
+                (self._ftfy is not None and may_have_mojibake(text)) or not unicodedata.is_normalized("NFC", text)
+            ):
+                break
+        return text, fixed
 
     def process(self, doc) -> Optional[str]:
         if not hasattr(self, "_ftfy"):
