@@ -4,17 +4,22 @@ Corpus (``--docs N``): "original" pages are random samples of 8-30 real sentence
 Common Crawl extract (so two originals share almost no 5-gram); a fraction (``--dup-fraction``)
 are copies of an earlier page (original or copy: chains happen) with 0-2.5% of words substituted
 (Jaccard ~0.8-1), some with only case/punctuation changed (exact-dedup material), some re-crawled
-under the same URL. The truth (which pages descend from which original) is known.
+under the same URL. The truth (which pages descend from which original) is known. The corpus is
+built in a child process and written as JSON lines (``--corpus-dir`` keeps it for later runs), so
+neither its building nor an in-memory ``Create`` counts in the pipeline's time and memory.
 
-Pipeline (Beam, in-process FnApiRunner; ``--workers N`` for multi_processing): exact_dedup ->
-url_dedup -> minhash_dedup (``--preset``) [-> substring_dedup with ``--substring``].
+Pipeline (Beam, in-process FnApiRunner; ``--workers N`` for multi_processing): ReadFromText ->
+json.loads -> exact_dedup -> url_dedup -> minhash_dedup (``--preset``) [-> substring_dedup with
+``--substring``].
 
-Prints wall time (corpus building excluded), peak RSS of this process and of worker processes
-(``resource.getrusage``), connected-components rounds needed, per-stage counts, and quality against
-the truth: clusters left with exactly one page (perfect), with several (missed duplicates), with none
-(over-merged: pages of different originals merged, an LSH false positive chain).
+Prints wall time of the pipeline run, peak memory (the driver's high-water mark VmHWM, which is
+the whole run with one worker; and the sum over the driver and its worker processes sampled every
+0.2 s), connected-components rounds needed, per-stage counts, and quality against the truth: clusters
+left with exactly one page (perfect), with several (missed duplicates), with none (over-merged:
+pages of different originals merged, an LSH false positive chain).
 
     .venv/bin/python bench/bench_dedup.py --docs 10000 [--preset refinedweb] [--workers 2] [--substring]
+        [--corpus-dir /tmp/dedup-corpus] [--trace rss.csv]
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ import tempfile
 from collections import defaultdict
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from conftest import require_shared
+from pipeline.dedup import packed
 from pipeline.dedup.components import ConnectedComponents
 from pipeline.dedup.local import run_dedup
 from pipeline.dedup.lsh import node_id, star_edges
@@ -22,7 +24,7 @@ from pipeline.dedup.minhash import MinHasher, band_keys, jaccard_of_hash_sets, r
 from pipeline.dedup.normalize import normalize_text
 from pipeline.dedup.stages import ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, UrlDedupParams, UrlDedupStage
 from pipeline.document import doc_key, make_document
-from pipeline.stages.base import STAGES
+from pipeline.stages.base import STAGES, ParamError
 
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
@@ -339,3 +341,49 @@ def test_dedup_stages_are_registered_with_columns():
         cls.Params().validate()
     assert node_id("a") != node_id("b") and len(node_id("a")) == 16
     assert resolve_preset("dclm").num_perm == 1395
+
+
+def test_packed_star_edges_match_the_per_bucket_rule():
+    # random bucket entries: few distinct hashes so buckets are crowded, the same hash in two bands
+    # (different buckets), repeated entries; the packed kernel must give the per-bucket star rule
+    rng = random.Random(17)
+    nodes = [rng.randbytes(16) for _ in range(300)]
+    entries = [(rng.randrange(3), rng.choice([11, 12, 13, 2**64 - 1]), rng.choice(nodes)) for _ in range(2000)]
+    entries += entries[:50]
+    hi, lo = packed.nodes_to_columns([n for _, _, n in entries])
+    bhash = np.array([h for _, h, _ in entries], dtype=np.uint64)
+    band = np.array([b for b, _, _ in entries], dtype=np.uint16)
+    blob = packed.pack_columns((bhash, hi, lo, band))
+    cols = packed.unpack_columns([blob[: 26 * 0], blob], packed.BUCKET_COLUMNS)  # an empty batch is harmless
+    (u_hi, u_lo, v_hi, v_lo), sizes = packed.star_edges_of_buckets(*cols)
+    got = set(zip(packed.columns_to_nodes(u_hi, u_lo), packed.columns_to_nodes(v_hi, v_lo)))
+    buckets = defaultdict(list)
+    for b, h, n in entries:
+        buckets[(b, h)].append(n)
+    expected = {e for key, members in buckets.items() for e in star_edges((key, members))}
+    assert got == expected and len(got) == len(u_hi)  # no repeated edge
+    assert sorted(sizes.tolist()) == sorted(len(set(m)) for m in buckets.values() if len(set(m)) > 1)
+    with pytest.raises(ValueError, match="whole number"):
+        packed.unpack_columns(blob[:-1], packed.BUCKET_COLUMNS)
+
+
+def test_packed_documents_round_trip_exactly():
+    doc = make_document(id="d\ud800x", text="caf\u00e9 \U0001f600 \x00 end", url=None, source="s", record_offset=2**40,
+                        warc_date="2020-01-01T00:00:00Z")
+    doc.update({"score": 0.1 + 0.2, "lines": ["a", 1, None, [2.5]], "flag": True, "nested": {"k": (1, "x")}})
+    back = packed.unpack_document(packed.pack_document(doc))
+    assert back == doc and [type(v) for v in back.values()] == [type(v) for v in doc.values()]
+
+
+def test_minhash_dedup_results_do_not_depend_on_the_number_of_shards(cc_docs):
+    docs = build_minhash_corpus(cc_docs)
+    outputs = []
+    for shards in (1, 7):
+        params = MinhashDedupParams(preset="fineweb", max_rounds=4, shards=shards)
+        params.validate()
+        kept, rejected, metrics = run_dedup(MinhashDedupStage(params).beam_transform(), docs)
+        outputs.append((json.dumps(kept, sort_keys=True), json.dumps(rejected, sort_keys=True), metrics["minhash_dedup|cc_nodes"]))
+    assert outputs[0] == outputs[1]
+    assert len(json.loads(outputs[0][1])) > 10  # something was clustered
+    with pytest.raises(ParamError, match="shards"):
+        MinhashDedupParams(shards=0).validate()

@@ -45,23 +45,15 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.dedup import packed
-from pipeline.dedup.lsh import METRICS_NAMESPACE
+from pipeline.dedup.lsh import DEFAULT_SHARDS, METRICS_NAMESPACE
 
 VIOLATIONS_TAG = "violations"
 DONE_TAG = "done"
-DEFAULT_SHARDS = 256
 _PACK_EDGES = 65536  # plain edges per packed batch in ConnectedComponents
 
 
 class NotConvergedError(RuntimeError):
     """Connected components did not converge within ``max_rounds``."""
-
-
-def is_converged_node(u, neighbours: set) -> bool:
-    """True when u is a star center (all neighbours larger) or a leaf (one neighbour, smaller)."""
-    if all(v > u for v in neighbours):
-        return True
-    return len(neighbours) == 1
 
 
 def directed_by_source(blob: bytes, shards: int) -> Iterable[Tuple[int, bytes]]:

@@ -1,8 +1,10 @@
 """Exact document dedup and URL dedup as Beam transforms: keep one document per group key.
 
 ``GroupDedup`` is the shared shape: every document gets a group key (or None: not grouped, kept);
-a GroupByKey collects each group; the document with the smallest priority (``lsh.priority_of``:
-lowest ``doc_key``, or earliest ``warc_date`` then key, or longest text) is kept, every other one is
+a GroupByKey collects each group (values: the document's priority and the document as compact bytes,
+``packed.pack_document``: one shuffle of the documents, and no decoded dicts waiting in it); the
+document with the smallest priority (``lsh.priority_of``: lowest ``doc_key``, or earliest
+``warc_date`` then key, or longest text) is kept, every other one is
 rejected with ``"<stage>:duplicate"``. Every grouped document (kept or rejected) records the group's
 size in ``<stage>_group_size`` (int32).
 
@@ -32,6 +34,7 @@ import apache_beam as beam
 
 from pipeline.dedup.lsh import priority_of
 from pipeline.dedup.normalize import normalized_bytes
+from pipeline.dedup.packed import pack_document, unpack_document
 from pipeline.document import Document
 from pipeline.stages.base import error_reason, reason
 
@@ -66,38 +69,40 @@ def normalize_url(url: str) -> str:
 
 
 class _KeyDoFn(beam.DoFn):
-    def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]]):
-        self.stage, self.key_fn = stage, key_fn
+    """Doc -> (group key, (priority, packed doc)); ``ungrouped`` when the key is None; dead letters."""
+
+    def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]], keep: str):
+        self.stage, self.key_fn, self.keep = stage, key_fn, keep
 
     def process(self, doc):
         try:
             key = self.key_fn(doc)
+            value = None if key is None else (priority_of(doc, self.keep), pack_document(doc))
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
             return
         if key is None:
             yield beam.pvalue.TaggedOutput(UNGROUPED_TAG, doc)
         else:
-            yield (key, doc)
+            yield (key, value)
 
 
 class _KeepOneDoFn(beam.DoFn):
-    """(key, docs) -> the smallest-priority doc (main output) and the others (rejected, duplicate)."""
+    """(key, [(priority, packed doc)]) -> the smallest-priority doc (main output) and the others (rejected, duplicate)."""
 
-    def __init__(self, stage: str, keep: str, size_column: str):
-        self.stage, self.keep, self.size_column = stage, keep, size_column
+    def __init__(self, stage: str, size_column: str):
+        self.stage, self.size_column = stage, size_column
         self.why = reason(stage, "duplicate")
 
     def process(self, element):
-        _, docs = element
+        _, members = element
         best_index, best_priority, size = -1, None, 0
-        for i, doc in enumerate(docs):
-            priority = priority_of(doc, self.keep)
+        for i, (priority, _) in enumerate(members):
             if best_priority is None or priority < best_priority:
                 best_index, best_priority = i, priority
             size += 1
-        for i, doc in enumerate(docs):
-            doc = dict(doc)
+        for i, (_, blob) in enumerate(members):
+            doc = unpack_document(blob)
             doc[self.size_column] = size
             if i == best_index:
                 yield doc
@@ -113,13 +118,13 @@ class GroupDedup(beam.PTransform):
         self.stage, self.key_fn, self.keep, self.size_column = stage, key_fn, keep, size_column
 
     def expand(self, docs):
-        keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn)).with_output_types(Tuple[Any, Any]).with_outputs(
+        keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn, self.keep)).with_output_types(Tuple[Any, Any]).with_outputs(
             REJECTED_TAG, UNGROUPED_TAG, main="keyed"
         )
         picked = (
             keyed.keyed
             | "Group" >> beam.GroupByKey()
-            | "KeepOne" >> beam.ParDo(_KeepOneDoFn(self.stage, self.keep, self.size_column)).with_outputs(REJECTED_TAG, main="kept")
+            | "KeepOne" >> beam.ParDo(_KeepOneDoFn(self.stage, self.size_column)).with_outputs(REJECTED_TAG, main="kept")
         )
         kept = (picked.kept, keyed[UNGROUPED_TAG]) | "FlattenKept" >> beam.Flatten()
         rejected = (picked[REJECTED_TAG], keyed[REJECTED_TAG]) | "FlattenRejected" >> beam.Flatten()

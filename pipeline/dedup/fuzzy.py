@@ -11,6 +11,8 @@ Graph:
          -> per member: (node, (representative doc_key, cluster size, keep?))
     keyed + decisions -> CoGroupByKey(node) -> kept / rejected ("<stage>:duplicate")
 
+(``keyed`` carries each document as ``packed.pack_document`` bytes.)
+
 One document per connected component is kept: the one with the smallest priority
 (``lsh.priority_of``: lowest ``doc_key`` by default). Every document, kept or rejected, gets
 ``minhash_cluster`` (the kept document's ``doc_key``) and ``minhash_cluster_size`` (documents in the
@@ -29,6 +31,7 @@ import apache_beam as beam
 from pipeline.dedup.components import DEFAULT_SHARDS, PackedConnectedComponents, pack_edges, unpack_pairs
 from pipeline.dedup.lsh import BANDS_TAG, ERROR_TAG, INFO_TAG, KEYED_TAG, SETS_TAG, CandidateEdges, SignatureDoFn, VerifyEdges
 from pipeline.dedup.minhash import LshPreset
+from pipeline.dedup.packed import unpack_document
 from pipeline.document import doc_key
 from pipeline.stages.base import reason
 
@@ -68,8 +71,8 @@ class _ApplyDecisionDoFn(beam.DoFn):
     def process(self, element):
         _, grouped = element
         decisions = list(grouped["decisions"])
-        for doc in grouped["docs"]:
-            doc = dict(doc)
+        for blob in grouped["docs"]:
+            doc = unpack_document(blob)
             if not decisions:
                 doc[CLUSTER_COLUMN] = doc_key(doc)
                 doc[SIZE_COLUMN] = 1

@@ -71,19 +71,19 @@ def priority_of(doc: Document, keep: str) -> Tuple:
 KEEP_RULES = ("lowest_key", "earliest_date", "longest")
 
 
-DEFAULT_SHARDS = 256
+DEFAULT_SHARDS = 256  # shuffle keys of the packed batches (bucket entries, edges)
 BATCH_RECORDS = 1 << 20  # bucket entries per packed batch before it is split by shard and emitted
 
 
 class SignatureDoFn(beam.DoFn):
     """Document -> keyed document, priority, packed LSH bucket entries (and shingle sets for verification).
 
-    Outputs (tags): ``keyed`` (node, doc); ``info`` (node, priority; ``priority_of``, whose last item
-    is the doc_key); ``bands`` (shard, packed bucket records) once per shard and batch of
-    ``BATCH_RECORDS`` entries, and at the end of each bundle; ``sets`` (node, sorted unique uint32
-    shingle hashes as bytes) when ``with_sets``; ``errors`` (doc, reason) for a document whose
-    hashing raised. Dedup runs in the global window (the batch flushed at the end of a bundle is
-    emitted there)."""
+    Outputs (tags): ``keyed`` (node, the document as ``packed.pack_document`` bytes); ``info``
+    (node, priority: ``priority_of``, whose last item is the doc_key); ``bands`` (shard, packed bucket
+    records) once per shard and batch of ``BATCH_RECORDS`` entries, and at the end of each bundle;
+    ``sets`` (node, sorted unique uint32 shingle hashes as bytes) when ``with_sets``; ``errors``
+    (doc, reason) for a document whose hashing raised. Dedup runs in the global window (the batch
+    flushed at the end of a bundle is emitted there)."""
 
     def __init__(self, stage: str, num_perm: int, bands: int, rows: int, ngram: int, seed: int, scheme: str,
                  shingle_hash: str, keep: str, with_sets: bool, shards: int = DEFAULT_SHARDS):
@@ -94,6 +94,8 @@ class SignatureDoFn(beam.DoFn):
     def setup(self):
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"{self.bands} bands x {self.rows} rows need {self.bands * self.rows} hash values, signature has {self.num_perm}")
+        if not 1 <= self.bands <= 0xFFFF:
+            raise ValueError(f"bands must be in [1, 65535], got {self.bands}")
         self.hasher = MinHasher(self.num_perm, self.seed, self.ngram, self.scheme, self.shingle_hash)
         self.no_shingles = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|no_shingles")
         self.batch_docs = max(1, BATCH_RECORDS // self.bands)
@@ -120,10 +122,11 @@ class SignatureDoFn(beam.DoFn):
             hashes = self.hasher.shingle_hashes(text)
             bands = band_hashes(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else None
             priority = priority_of(doc, self.keep)
+            blob = packed.pack_document(doc)
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(ERROR_TAG, (doc, error_reason(self.stage, exc)))
             return
-        yield beam.pvalue.TaggedOutput(KEYED_TAG, (node, doc))
+        yield beam.pvalue.TaggedOutput(KEYED_TAG, (node, blob))
         yield beam.pvalue.TaggedOutput(INFO_TAG, (node, priority))
         if bands is None:
             self.no_shingles.inc()

@@ -1,4 +1,5 @@
-"""Packed numpy batches for the MinHash dedup shuffles: LSH bucket records and graph edges.
+"""Compact forms for the dedup shuffles: packed numpy batches of LSH bucket records and graph edges,
+and documents as bytes.
 
 At 450 bands a document has 450 bucket entries. As single Beam elements each costs microseconds of
 Python and, on the in-process runner, ~150 bytes of decoded objects in a GroupByKey buffer. Here the
@@ -17,11 +18,17 @@ Record layouts (``n`` records, columns back to back):
 
 - bucket records: band hash (u8), node hi (u8), node lo (u8), band index (u2): 26 bytes each;
 - edges and labels: source hi, source lo, target hi, target lo (u8 each): 32 bytes each.
+
+Documents waiting in a dedup GroupByKey travel as ``pack_document`` bytes (a pickle): the in-process
+runner keeps every grouped value *decoded* until the group is read, and a decoded document costs
+2-3 times its UTF-8 size (a str with one non-ASCII character stores 2 or 4 bytes per character, plus
+a dict and its key strings), while a bytes value costs its length. The round trip is exact.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple
+import pickle
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +38,16 @@ BUCKET_COLUMNS = (U64, U64, U64, U16)
 EDGE_COLUMNS = (U64, U64, U64, U64)
 
 Columns = Tuple[np.ndarray, ...]
+
+
+def pack_document(doc: Dict[str, Any]) -> bytes:
+    """A document as compact bytes for a shuffle (``unpack_document`` restores it exactly)."""
+    return pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_document(blob: bytes) -> Dict[str, Any]:
+    """The document of ``pack_document`` bytes."""
+    return pickle.loads(blob)
 
 
 def nodes_to_columns(nodes: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,8 @@ class MinhashDedupParams:
     verify: bool = False             # check candidate pairs' true Jaccard (Lee et al.); RefinedWeb does not
     verify_threshold: float = 0.8
     keep: str = "lowest_key"         # which document of a cluster stays: lowest_key | earliest_date | longest
+    shards: int = 256                # shuffle keys of the packed bucket/edge batches (spread, not results);
+                                     # raise for >~100M documents so one shard group stays small
 
     def validate(self) -> None:
         name = MinhashDedupStage.name
@@ -56,6 +58,7 @@ class MinhashDedupParams:
         _check_choice(name, "on_unconverged", self.on_unconverged, ("fail", "continue"))
         check_range(name, "verify_threshold", self.verify_threshold, 0.0, 1.0)
         _check_choice(name, "keep", self.keep, KEEP_RULES)
+        check_range(name, "shards", self.shards, 1, 1_000_000)
         if self.lsh().num_perm > 100_000:
             raise ParamError(f"stage '{name}': bands x rows = {self.lsh().num_perm} hashes is more than 100,000")
 
@@ -75,7 +78,7 @@ class MinhashDedupStage(CollectionStage):
         p = self.params
         return MinhashDedup(self.name, p.lsh(), ngram=p.ngram, seed=p.seed, scheme=p.scheme, shingle_hash=p.shingle_hash,
                             max_rounds=p.max_rounds, on_unconverged=p.on_unconverged, verify=p.verify,
-                            verify_threshold=p.verify_threshold, keep=p.keep)
+                            verify_threshold=p.verify_threshold, keep=p.keep, shards=p.shards)
 
 
 @dataclasses.dataclass
