@@ -370,9 +370,18 @@ def test_packed_star_edges_match_the_per_bucket_rule():
 def test_packed_documents_round_trip_exactly():
     doc = make_document(id="d\ud800x", text="caf\u00e9 \U0001f600 \x00 end", url=None, source="s", record_offset=2**40,
                         warc_date="2020-01-01T00:00:00Z")
-    doc.update({"score": 0.1 + 0.2, "lines": ["a", 1, None, [2.5]], "flag": True, "nested": {"k": (1, "x")}})
-    back = packed.unpack_document(packed.pack_document(doc))
+    doc.update({"score": 0.1 + 0.2, "lines": ["a", 1, None, [2.5]], "flag": True, "nested": {"k": [1, "x"]}})
+    blob = packed.pack_document(doc)
+    back = packed.unpack_document(blob)
     assert back == doc and [type(v) for v in back.values()] == [type(v) for v in doc.values()]
+    assert b"\x80\x04" not in blob[:2] and blob.startswith(b"{")  # JSON, never a pickle
+    # numpy scalars that a stage may leave behind come back as the equal Python number
+    import numpy as np
+
+    back = packed.unpack_document(packed.pack_document({"s": np.float32(0.65), "n": np.int32(7)}))
+    assert back == {"s": float(np.float32(0.65)), "n": 7} and np.float32(back["s"]) == np.float32(0.65)
+    with pytest.raises(TypeError, match="dedup shuffle"):
+        packed.pack_document({"x": object()})
 
 
 def test_minhash_dedup_results_do_not_depend_on_the_number_of_shards(cc_docs):

@@ -19,15 +19,18 @@ Record layouts (``n`` records, columns back to back):
 - bucket records: band hash (u8), node hi (u8), node lo (u8), band index (u2): 26 bytes each;
 - edges and labels: source hi, source lo, target hi, target lo (u8 each): 32 bytes each.
 
-Documents waiting in a dedup GroupByKey travel as ``pack_document`` bytes (a pickle): the in-process
+Documents waiting in a dedup GroupByKey travel as ``pack_document`` bytes (UTF-8 JSON, never pickle, so
+nothing in a shuffle can execute code when it is read back): the in-process
 runner keeps every grouped value *decoded* until the group is read, and a decoded document costs
 2-3 times its UTF-8 size (a str with one non-ASCII character stores 2 or 4 bytes per character, plus
-a dict and its key strings), while a bytes value costs its length. The round trip is exact.
+a dict and its key strings), while a bytes value costs its length. The round trip is exact for what a
+Document holds (str, int, float, bool, None, lists; numpy scalars become the equal Python number, which
+the Arrow writer stores identically).
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -40,14 +43,23 @@ EDGE_COLUMNS = (U64, U64, U64, U64)
 Columns = Tuple[np.ndarray, ...]
 
 
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays that stages may leave on a document."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"a document value of type {type(value).__name__} cannot go through a dedup shuffle")
+
+
 def pack_document(doc: Dict[str, Any]) -> bytes:
-    """A document as compact bytes for a shuffle (``unpack_document`` restores it exactly)."""
-    return pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
+    """A document as compact bytes for a shuffle (``unpack_document`` restores it)."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=_plain).encode("utf-8", "surrogatepass")
 
 
 def unpack_document(blob: bytes) -> Dict[str, Any]:
     """The document of ``pack_document`` bytes."""
-    return pickle.loads(blob)
+    return json.loads(blob.decode("utf-8", "surrogatepass"))
 
 
 def nodes_to_columns(nodes: Sequence[bytes]) -> Tuple[np.ndarray, np.ndarray]:
