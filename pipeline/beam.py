@@ -303,7 +303,7 @@ def make_options(beam_args: Sequence[str] = ()) -> PipelineOptions:
     """Pipeline options from Beam command-line flags, refusing known-bad settings."""
     options = PipelineOptions(list(beam_args))
     direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_threading":
+    if direct.direct_running_mode == "multi_threading":  # refused: it loses records at GroupByKey
         raise RunnerOptionError(
             "--direct_running_mode=multi_threading is refused: it was measured to lose records at GroupByKey "
             "and to blow up memory. Use --direct_running_mode=multi_processing --direct_num_workers=N for more cores."

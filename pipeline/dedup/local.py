@@ -2,7 +2,7 @@
 
 ``run_dedup(stage, docs, beam_args)`` builds a small pipeline (Create -> transform -> JSON-lines
 files in a temporary folder), runs it on Beam's in-process FnApiRunner (``--direct_num_workers=N
---direct_running_mode=multi_processing`` in ``beam_args`` for more processes; multi_threading is
+--direct_running_mode=multi_processing`` in ``beam_args`` for more processes; multi_threading (never: it loses records) is
 refused), reads the outputs back and returns them sorted, plus the dedup metrics. Documents must be
 JSON-serializable (the Document contract: strings, numbers, None, lists).
 """
@@ -50,7 +50,7 @@ def run_dedup(transform: beam.PTransform, docs: Sequence[Document], beam_args: S
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     options = PipelineOptions(list(beam_args))
-    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":
+    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":  # refused: it loses records
         raise ValueError("direct_running_mode=multi_threading loses records at GroupByKey here; use multi_processing")
     with tempfile.TemporaryDirectory(prefix="dedup-") as tmp:
         p = beam.Pipeline(runner=FnApiRunner(), options=options)

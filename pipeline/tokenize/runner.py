@@ -19,7 +19,7 @@ from pipeline.tokenize import UsageError
 def pipeline_options(beam_args: Sequence[str] | None) -> PipelineOptions:
     """PipelineOptions from raw Beam arguments; refuses the mode known to drop records here."""
     options = PipelineOptions(list(beam_args or []))
-    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":
+    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":  # refused: it loses records
         raise UsageError("--direct_running_mode=multi_threading is not supported (it drops records at "
                          "GroupByKey); use in_memory or multi_processing")
     return options
