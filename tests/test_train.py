@@ -25,14 +25,7 @@ EOT = 256  # byte-level "tokenizer": ids 0..255 are bytes, 256 ends a document
 TEXT_BYTES = 300_000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: the CI/dev machines here are small and shared, where OpenMP threads that
-    spin against other processes make tiny models many times slower (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
