@@ -34,7 +34,8 @@ Choices, stated:
 
 Run directory: config.json, tokenizer.json (copied from the token dir), log.jsonl (one JSON object
 per logged step: step, loss, lr, tokens_per_s, mfu, grad_norm, tokens, and val_loss when measured),
-checkpoints/step_*/ (model/checkpoint.py), summary.json.
+checkpoints/step_*/ (model/checkpoint.py), summary.json (its tokens_per_s and mfu leave out the first step
+of the process, which pays for torch.compile and warm-up; that step's time is ``first_step_s``).
 """
 
 from __future__ import annotations
@@ -477,6 +478,7 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
     interrupted = False
     window_t0, window_tokens, paused = time.perf_counter(), 0, 0.0
     run_t0, run_tokens, run_paused = time.perf_counter(), 0, 0.0
+    first_step_s = None
     step = start_step
     model.train()
     with _SigtermFlag() as sigterm:
@@ -555,6 +557,11 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
             pause = time.perf_counter() - step_end
             paused += pause
             run_paused += pause
+            if step == start_step + 1:
+                # the first step of a process pays for torch.compile and kernel warm-up: report it apart
+                first_step_s = step_end - run_t0
+                if step < end_step:
+                    run_t0, run_tokens, run_paused = time.perf_counter(), 0, 0.0
             if sigterm.raised:
                 interrupted = True
                 break
@@ -565,7 +572,8 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
     summary = {
         "run_dir": str(run_dir), "start_step": start_step, "steps": step, "max_steps": cfg.max_steps,
         "final_loss": last_loss, "val_loss": last_val, "tokens_seen": tokens_seen,
-        "tokens_per_s": run_tps, "mfu": mfu(run_tps, fpt, peak, env.world_size), "skipped_steps": skipped_total,
+        "tokens_per_s": run_tps, "mfu": mfu(run_tps, fpt, peak, env.world_size), "first_step_s": first_step_s,
+        "skipped_steps": skipped_total,
         "params": n_params, "flops_per_token": fpt, "world_size": env.world_size,
         "checkpoint": str(last_ckpt) if last_ckpt else None, "interrupted": interrupted,
         "finished": step >= cfg.max_steps,

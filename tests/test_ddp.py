@@ -60,19 +60,19 @@ def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def assert_same_run(run: Path, single: Path) -> None:
+def assert_same_run(run: Path, single: Path, tol: float = 1e-5) -> None:
     log, ref = read_log(run), read_log(single)
     assert [r["step"] for r in log] == [r["step"] for r in ref] == [1, 2]
     for a, b in zip(log, ref):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+        assert a["loss"] == pytest.approx(b["loss"], abs=tol)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=10 * tol)
         assert a["tokens"] == b["tokens"] == a["step"] * 4 * 32  # 2 ranks x 2 sequences x 32 tokens
-    assert log[-1]["val_loss"] == pytest.approx(ref[-1]["val_loss"], abs=1e-5)
+    assert log[-1]["val_loss"] == pytest.approx(ref[-1]["val_loss"], abs=tol)
     wa = load_file(str(run / "checkpoints" / "step_00000002" / "model.safetensors"))
     wb = load_file(str(single / "checkpoints" / "step_00000002" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.allclose(wa[k], wb[k], atol=1e-4), k  # one Adam step moves weights by ~lr = 1e-3
+        assert torch.allclose(wa[k], wb[k], atol=10 * tol), k  # one Adam step moves weights by ~lr = 1e-3
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
 
 
@@ -90,3 +90,13 @@ def test_torchrun_fsdp2_checkpoint_and_resume_match_one_process(reference, tmp_p
     proc = torchrun([*args, "--resume"])
     assert "resumed from" in proc.stderr
     assert_same_run(tmp_path / "fsdp", single)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_with_compile_and_bf16_autocast_matches_one_float32_process(reference, tmp_path):
+    """The GPU configuration (DDP around a compiled model under bf16 autocast), on CPU with gloo."""
+    tokens, single = reference
+    args = [a if a != "float32" else "bfloat16" for a in COMMON]
+    torchrun([*args, "--tokens", str(tokens), "--out", str(tmp_path / "ddp"), "--batch-size", "2", "--compile"])
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["train"]["compile"] is True
+    assert_same_run(tmp_path / "ddp", single, tol=1e-2)  # bf16 matmuls: agreement to ~2-3 digits

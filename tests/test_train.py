@@ -109,6 +109,49 @@ def test_interrupted_and_resumed_run_is_bit_identical(shakespeare_tokens, tmp_pa
     assert resumed["tokens_seen"] == straight["tokens_seen"] == 10 * 2 * 4 * 32
 
 
+@pytest.mark.slow
+def test_compiled_and_bf16_paths_agree_with_eager_float32(shakespeare_tokens, tmp_path):
+    """The GPU defaults (torch.compile, bf16 autocast) run here on CPU (inductor's C++ backend, CPU autocast)."""
+    tokens, _ = shakespeare_tokens
+    common = dict(max_steps=6, ckpt_every=3, eval_every=6)
+    eager = train(tiny(tokens, tmp_path / "eager", **common))
+    # compiled, interrupted at step 3 and resumed (a fresh compile of a reloaded model)
+    torch._dynamo.reset()
+    first = train(tiny(tokens, tmp_path / "compiled", compile=True, stop_at_step=3, **common))
+    compiled = train(tiny(tokens, tmp_path / "compiled", compile=True, resume=True, **common))
+    from torch._dynamo.utils import counters
+    assert counters["stats"]["unique_graphs"] >= 2  # dynamo really captured graphs (train and eval modes)
+    assert first["steps"] == 3 and compiled["finished"] and compiled["start_step"] == 3
+    bf16 = train(tiny(tokens, tmp_path / "bf16", dtype="bfloat16", **common))
+    ref = read_log(tmp_path / "eager")
+    for name, tol in (("compiled", 1e-4), ("bf16", 2e-2)):
+        log = read_log(tmp_path / name)
+        assert [r["step"] for r in log] == [r["step"] for r in ref] == list(range(1, 7))
+        assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref], abs=tol), name
+        assert log[-1]["val_loss"] == pytest.approx(ref[-1]["val_loss"], abs=tol), name
+        w = load_file(str(tmp_path / name / "checkpoints" / "step_00000006" / "model.safetensors"))
+        w_ref = load_file(str(tmp_path / "eager" / "checkpoints" / "step_00000006" / "model.safetensors"))
+        assert w.keys() == w_ref.keys()  # no "_orig_mod." prefixes from the compile wrapper
+        assert all(w[k].dtype == torch.float32 for k in w)  # bf16 autocast keeps float32 master weights
+        assert all(torch.allclose(w[k], w_ref[k], atol=10 * tol) for k in w), name
+    assert bf16["val_loss"] != eager["val_loss"]  # autocast really ran in bf16
+    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["train"]["compile"] is True
+    # the summary's throughput leaves out the first step, which pays for compilation
+    step_s = 4 * 32 / first["tokens_per_s"]  # steady-state seconds per step (4 sequences of 32 tokens)
+    assert first["first_step_s"] > 10 * step_s
+    assert compiled["tokens_per_s"] > 0 and eager["first_step_s"] > 0
+
+
+def test_mfu_is_logged_against_the_given_peak(shakespeare_tokens, tmp_path):
+    tokens, _ = shakespeare_tokens
+    summary = train(tiny(tokens, tmp_path / "r", max_steps=4, peak_tflops=0.001))  # a 1 GFLOP/s "device"
+    fpt = summary["flops_per_token"]
+    assert fpt == flops_per_token(config_from_preset("tiny", 320, block_size=32))
+    for record in read_log(tmp_path / "r"):
+        assert record["mfu"] == pytest.approx(record["tokens_per_s"] * fpt / 1e9, rel=1e-9)
+    assert summary["mfu"] == pytest.approx(summary["tokens_per_s"] * fpt / 1e9, rel=1e-9)
+
+
 def poison_forward(monkeypatch, bad_calls):
     """Make GPT's training forward return a NaN loss on the given (1-based) call numbers."""
     original = GPT.forward
