@@ -27,6 +27,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.document import Document, build_schema, doc_key
+from pipeline.io import fs
 from pipeline.io import shards as shard_io
 from pipeline.stages.base import CollectionStage, DocumentStage, Stage, apply_stage
 
@@ -210,14 +211,12 @@ class WriteArrowShards(beam.PTransform):
 def _finalize_manifest(outputs: Dict[str, List[Dict[str, Any]]], out_dir: str, run_info: Dict[str, Any]) -> None:
     """Write manifest.json and remove stale shards of earlier runs that are not part of this one."""
     for kind, entries in outputs.items():
-        directory = os.path.join(out_dir, kind)
-        if "://" not in out_dir and os.path.isdir(directory):
-            keep = {e["name"] for e in entries}
-            for name in os.listdir(directory):
-                if (name.endswith(shard_io.SHARD_SUFFIX) and name not in keep) or name.endswith(".tmp"):
-                    os.remove(os.path.join(directory, name))
+        keep = {e["name"] for e in entries}
+        stale = [path for path in fs.list_files(fs.join(out_dir, kind, "*"))
+                 if (path.endswith(shard_io.SHARD_SUFFIX) and fs.basename(path) not in keep) or path.endswith(".tmp")]
+        fs.delete(stale)
     manifest = {**run_info, "format": "arrow-ipc-file", **outputs}
-    shard_io.write_json_atomically(manifest, os.path.join(out_dir, "manifest.json") if "://" not in out_dir else out_dir.rstrip("/") + "/manifest.json")
+    shard_io.write_json_atomically(manifest, fs.join(out_dir, "manifest.json"))
 
 
 def schemas_for(stages: Sequence[Stage]):
@@ -279,12 +278,11 @@ def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str,
 
     schema, rejected_schema = schemas_for(stages)
     comp = None if output_spec.compression == "none" else output_spec.compression
-    join = (lambda *a: "/".join([out_dir.rstrip("/"), *a])) if "://" in out_dir else (lambda *a: os.path.join(out_dir, *a))
-    kept_entries = docs | "WriteDocuments" >> WriteArrowShards(join("documents"), schema, output_spec.num_shards, compression=comp)
+    kept_entries = docs | "WriteDocuments" >> WriteArrowShards(fs.join(out_dir, "documents"), schema, output_spec.num_shards, compression=comp)
     outputs = {"documents": kept_entries}
     if output_spec.write_rejected:
         all_rejected = tuple(rejected) | "FlattenRejected" >> beam.Flatten() | "AddReason" >> beam.Map(_with_reason)
-        outputs["rejected"] = all_rejected | "WriteRejected" >> WriteArrowShards(join("rejected"), rejected_schema, output_spec.rejected_shards, compression=comp)
+        outputs["rejected"] = all_rejected | "WriteRejected" >> WriteArrowShards(fs.join(out_dir, "rejected"), rejected_schema, output_spec.rejected_shards, compression=comp)
     else:
         tuple(rejected) | "FlattenRejected" >> beam.Flatten() | "DropRejected" >> beam.Filter(lambda _: False)
 

@@ -13,7 +13,6 @@ Invariants: ``in == kept + sum(rejected)`` for every stage, each stage's ``in`` 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 # RefinedWeb (Penedo et al. 2023, Fig. 2 / REFERENCE.md): % of Common Crawl kept after each stage.
@@ -98,7 +97,9 @@ def cross_check_manifest(report: Mapping[str, Any], manifest: Mapping[str, Any])
 def write_report(report: Mapping[str, Any], out_dir: str) -> str:
     from pipeline.io.shards import write_json_atomically
 
-    path = os.path.join(out_dir, "report.json")
+    from pipeline.io import fs
+
+    path = fs.join(out_dir, "report.json")
     write_json_atomically(report, path)
     return path
 
@@ -131,12 +132,20 @@ def draw_funnel(report: Mapping[str, Any], path: str, compare_paper: bool = True
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    import io
+
+    from pipeline.io.shards import write_bytes_atomically
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_bytes_atomically(path, buf.getvalue())  # local or gs://..., never half a picture
     return path
 
 
 def summary_text(report: Mapping[str, Any], out_dir: str, seconds: float) -> str:
     """The one-paragraph summary printed at the end of a run."""
+    from pipeline.io import fs
+
     stages = report["stages"]
     biggest = sorted(
         ((reason, n) for s in stages for reason, n in s["rejected"].items()), key=lambda kv: -kv[1]
@@ -148,11 +157,13 @@ def summary_text(report: Mapping[str, Any], out_dir: str, seconds: float) -> str
         f"{report['output_documents']:,} documents ({pct:.1f}%) in {seconds:.1f}s; "
         f"{report['rejected_documents']:,} were rejected with a reason (largest: {top}). "
         f"Every record is accounted for (in = kept + rejected at every stage). "
-        f"Shards: {os.path.join(out_dir, 'documents')}/, rejected: {os.path.join(out_dir, 'rejected')}/, "
-        f"report: {os.path.join(out_dir, 'report.json')}, funnel: {os.path.join(out_dir, 'funnel.png')}."
+        f"Shards: {fs.join(out_dir, 'documents')}/, rejected: {fs.join(out_dir, 'rejected')}/, "
+        f"report: {fs.join(out_dir, 'report.json')}, funnel: {fs.join(out_dir, 'funnel.png')}."
     )
 
 
 def load_report(out_dir: str) -> Dict[str, Any]:
-    with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as fh:
-        return json.load(fh)
+    """report.json of a run folder, local or on a Beam filesystem (gs://...)."""
+    from pipeline.io import fs
+
+    return json.loads(fs.read_bytes(fs.join(out_dir, "report.json")))

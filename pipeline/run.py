@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from pipeline import report as report_mod
+from pipeline.io import fs
 from pipeline.config import PipelineSpec, get_pipeline
 
 log = logging.getLogger("webrefinery")
@@ -44,20 +45,20 @@ def run_fingerprint(spec: PipelineSpec, paths: Sequence[str], limit: Optional[in
 
 
 def _completed_run(out_dir: str, fingerprint: str) -> Optional[Dict[str, Any]]:
-    manifest = os.path.join(out_dir, "manifest.json")
-    report = os.path.join(out_dir, "report.json")
-    if "://" in out_dir or not (os.path.exists(manifest) and os.path.exists(report)):
+    """The report of a complete run with this fingerprint in ``out_dir`` (local or gs://...), else None."""
+    manifest = fs.join(out_dir, "manifest.json")
+    if not (fs.exists(manifest) and fs.exists(fs.join(out_dir, "report.json"))):
         return None
     try:
-        with open(manifest, encoding="utf-8") as fh:
-            m = json.load(fh)
+        m = json.loads(fs.read_bytes(manifest))
     except (OSError, ValueError):
         return None
     if m.get("fingerprint") != fingerprint:
         return None
     for kind in ("documents", "rejected"):
+        present = set(fs.list_files(fs.join(out_dir, kind, "*")))
         for entry in m.get(kind, []):
-            if not os.path.exists(os.path.join(out_dir, kind, entry["name"])):
+            if fs.join(out_dir, kind, entry["name"]) not in present:
                 return None
     return report_mod.load_report(out_dir)
 
@@ -98,12 +99,11 @@ def run_pipeline(
     counters = beam_mod.run(stages, paths, out_dir, spec.output, run_info, limit=limit, beam_args=beam_args, read_params=spec.read)
     report = report_mod.build_report(name, [s.name for s in stages], counters)
     report_mod.check_report(report)
-    if "://" not in out_dir:
-        with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as fh:
-            report["written"] = report_mod.cross_check_manifest(report, json.load(fh))
+    manifest = json.loads(fs.read_bytes(fs.join(out_dir, "manifest.json")))
+    report["written"] = report_mod.cross_check_manifest(report, manifest)
     report["seconds"] = round(time.time() - start, 2)
     report["inputs"] = len(paths)
     report_mod.write_report(report, out_dir)
-    if draw and "://" not in out_dir:
-        report_mod.draw_funnel(report, os.path.join(out_dir, "funnel.png"))
+    if draw:
+        report_mod.draw_funnel(report, fs.join(out_dir, "funnel.png"))
     return report

@@ -9,6 +9,7 @@ run that dies leaves no half-written ``.arrow`` file that a reader would pick up
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -123,27 +124,46 @@ def write_json_atomically(obj: Any, path: str) -> None:
 def list_shards(path: str) -> List[str]:
     """The complete ``.arrow`` files of a directory (or one file, or a glob), sorted by name.
 
-    Temporary files of an unfinished write (``*.tmp``) are never returned.
+    Works on local paths and on Beam filesystems (``gs://bucket/run/documents``). Temporary files of an
+    unfinished write (``*.tmp``) are never returned.
     """
-    import glob
+    from pipeline.io import fs
 
-    if os.path.isdir(path):
+    if fs.is_remote(path):
+        if path.endswith(SHARD_SUFFIX) and not any(c in path for c in "*?["):
+            files = [path] if fs.exists(path) else []
+        else:
+            pattern = path if any(c in path for c in "*?[") else fs.join(path, "*")
+            files = [f for f in fs.list_files(pattern) if f.endswith(SHARD_SUFFIX)]
+    elif os.path.isdir(path):
         files = [os.path.join(path, f) for f in os.listdir(path) if f.endswith(SHARD_SUFFIX)]
     elif os.path.isfile(path):
         files = [path]
     else:
-        files = [f for f in glob.glob(path) if f.endswith(SHARD_SUFFIX)]
+        files = [f for f in fs.list_files(path) if f.endswith(SHARD_SUFFIX)]
     if not files:
         raise FileNotFoundError(f"no Arrow shards ({SHARD_SUFFIX}) found at {path}")
     return sorted(files)
+
+
+@contextlib.contextmanager
+def _open_shard(file: str):
+    """An Arrow IPC file reader: memory-mapped when local, read into memory from a Beam filesystem."""
+    from pipeline.io import fs
+
+    if fs.is_remote(file):
+        yield fs.open_arrow_file(file)
+        return
+    with pa.memory_map(file) as source:
+        yield pa.ipc.open_file(source)
 
 
 def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
     """Read one Arrow IPC shard (or every shard of a directory) into a table."""
     tables = []
     for file in list_shards(path):
-        with pa.memory_map(file) as source:
-            table = pa.ipc.open_file(source).read_all()
+        with _open_shard(file) as reader:
+            table = reader.read_all()
         tables.append(table.select(list(columns)) if columns else table)
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
@@ -151,8 +171,7 @@ def read_table(path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
 def iter_rows(path: str, columns: Optional[Sequence[str]] = None) -> Iterator[Dict[str, Any]]:
     """Rows of every shard under ``path`` as dicts, batch by batch (bounded memory)."""
     for file in list_shards(path):
-        with pa.memory_map(file) as source:
-            reader = pa.ipc.open_file(source)
+        with _open_shard(file) as reader:
             for i in range(reader.num_record_batches):
                 batch = reader.get_batch(i)
                 if columns:

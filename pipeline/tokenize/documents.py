@@ -1,7 +1,7 @@
 """Finding and reading refined document shards (Arrow IPC files) for tokenizer training and tokenization.
 
 Input may be a directory of ``*.arrow`` files, a run directory ``OUT`` (then ``OUT/documents`` is used),
-a single file, or a glob. File names are sorted so every run sees the same order. Files whose names
+a single file, or a glob, on local disk or a Beam filesystem (``gs://bucket/run/documents``). File names are sorted so every run sees the same order. Files whose names
 start with ``.`` or that end in a temporary suffix are ignored (a shard writer renames a shard into place
 only when it is complete).
 
@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
+from pipeline.io import fs
 from pipeline.tokenize import UsageError
 
 REQUIRED_COLUMNS = ("id", "text")
@@ -34,6 +35,8 @@ def resolve_document_files(spec: str) -> List[str]:
     """Sorted list of document shard paths named by ``spec`` (dir, run dir, file or glob); UsageError if none."""
     if not spec:
         raise UsageError("no input given: pass --input OUT/documents (a directory, .arrow file or glob)")
+    if fs.is_remote(spec):
+        return _resolve_remote(spec)
     if os.path.isdir(spec):
         files = sorted(os.path.join(spec, n) for n in os.listdir(spec) if _is_shard_name(n))
         if not files and os.path.isdir(os.path.join(spec, "documents")):
@@ -51,10 +54,27 @@ def resolve_document_files(spec: str) -> List[str]:
     raise UsageError(f"input {spec} does not exist")
 
 
+def _resolve_remote(spec: str) -> List[str]:
+    """The same rules on a Beam filesystem (gs://...): a glob, one .arrow object, or a folder prefix."""
+    if glob.has_magic(spec):
+        files = [p for p in fs.list_files(spec) if _is_shard_name(fs.basename(p))]
+        if not files:
+            raise UsageError(f"input pattern {spec} matches no .arrow document shards")
+        return files
+    if spec.endswith(".arrow") and fs.exists(spec):
+        return [spec]
+    for folder in (spec, fs.join(spec, "documents")):
+        files = [p for p in fs.list_files(fs.join(folder, "*")) if _is_shard_name(fs.basename(p))]
+        if files:
+            return files
+    raise UsageError(f"input {spec} holds no .arrow document shards (nor does {fs.join(spec, 'documents')})")
+
+
 def open_shard(path: str) -> pa.ipc.RecordBatchFileReader:
-    """Open an Arrow IPC file (memory-mapped); UsageError with the path when it is not one."""
+    """Open an Arrow IPC file (memory-mapped, or a seekable stream on gs://...); UsageError naming the path
+    when it is not one."""
     try:
-        return pa.ipc.open_file(pa.memory_map(path, "r"))
+        return fs.open_arrow_file(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UsageError(f"{path} is not an Arrow IPC file shard: {str(exc).splitlines()[0]}") from exc
 
