@@ -523,6 +523,15 @@ def build_plain_warc(path: Path, prose: Prose, rng: random.Random) -> ArchiveWri
     w.fault("nul_bytes_in_warc_header", nul_header, allowed=(KEPT,), marker=marker_of(sentences),
             why="an unknown header field with NULs is ignored")
     w.good_page()
+    for name, extra, after in (("plain_content_length_too_long", 3_000, 2),
+                               ("plain_content_length_swallows_records", 12_000, 4)):
+        i, sentences = prose.take()
+        block = http_block(page_html(i, sentences).encode())
+        w.fault(name, warc_record(block, name, f"http://x.example.net/{name}", length=len(block) + extra),
+                allowed=("read:truncated",), must=("read:truncated",),
+                why="the block runs into the next record header: the lying record is cut there, the records after it are read")
+        for _ in range(after):
+            w.good_page()
     i, sentences = prose.take()
     block = http_block(page_html(i, sentences).encode())
     w.fault("plain_content_length_runs_past_eof",

@@ -495,6 +495,7 @@ _NEED = "need"  # parse_header: more bytes are needed
 _BAD = "bad"  # parse_header: the buffer does not start with a record header
 _HEADER_LIMIT = 1 << 20  # a record header longer than this is junk
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FILL_LOOKAHEAD = 1 << 16  # filler after a block beyond this is not waited out
 
 
 def _parse_fields(lines: Iterable[bytes]) -> Dict[str, str]:
@@ -702,6 +703,32 @@ class _RecordSplitter:
         self.want_abandon = False
         return lost
 
+    def _lying_length(self, length: int, final: bool):
+        """For an uncompressed WARC (no gzip members to resynchronise on): when the bytes after a block of
+        ``length`` are not (filler and) the next record, and the block itself holds a well-formed record
+        header, the Content-Length ran past its record; return where that embedded record starts so it and
+        the records after it are read, not swallowed. None when the block ends where a record (or the file)
+        begins, or holds no record header; _NEED when more bytes must arrive to tell."""
+        buf = self.buf
+        after = _LEADING_FILL.match(buf, length).end()
+        if len(buf) - after < 5:
+            if final or after - length > _FILL_LOOKAHEAD:
+                return None
+            return _NEED
+        if buf[after:after + 5] == b"WARC/":
+            return None
+        return self._embedded_record(length)
+
+    def _embedded_record(self, limit: int) -> Optional[int]:
+        """Position (0 < pos < limit) of the first well-formed record header inside the buffer, or None."""
+        buf = self.buf
+        pos = self.dialect.find_next_start(buf, 1)
+        while 0 < pos < limit:
+            if isinstance(self.dialect.parse_header(buf[pos:pos + _HEADER_LIMIT]), tuple):
+                return pos
+            pos = self.dialect.find_next_start(buf, pos + 1)
+        return None
+
     def _drain(self, final: bool) -> List[_RawRecord]:
         out: List[_RawRecord] = []
         buf = self.buf
@@ -745,15 +772,32 @@ class _RecordSplitter:
             cur = self.cur
             if cur.length <= self.max_bytes:
                 if len(buf) >= cur.length:
+                    if not self.compressed and self.dialect.name == "warc":
+                        embedded = self._lying_length(cur.length, final)
+                        if embedded is _NEED:
+                            break  # wait for the bytes after the block
+                        if embedded is not None:  # the block holds the next record: its length lies
+                            out.append(_RawRecord(cur.offset, cur.headers, problem=R_TRUNCATED))
+                            self._consume(embedded)
+                            self.cur = None
+                            continue
                     block = bytes(buf[: cur.length])
                     self._consume(cur.length)
                     out.append(_RawRecord(cur.offset, cur.headers, block))
                     self.cur = None
                     continue
                 if final:
-                    out.append(_RawRecord(cur.offset, cur.headers, bytes(buf), problem=R_TRUNCATED))
-                    self._consume(len(buf))
+                    # the file ends inside the block; in an uncompressed WARC, records the lying length swallowed
+                    # are still read (the cut record is truncated either way)
+                    embedded = None
+                    if not self.compressed and self.dialect.name == "warc":
+                        embedded = self._embedded_record(len(buf))
+                    out.append(_RawRecord(cur.offset, cur.headers, b"" if embedded else bytes(buf),
+                                          problem=R_TRUNCATED))
+                    self._consume(embedded or len(buf))
                     self.cur = None
+                    if embedded:
+                        continue
                 break
             # oversized block: keep a prefix for its HTTP headers, discard the rest as it streams by
             take = min(cur.length - cur.got, len(buf))
