@@ -616,10 +616,66 @@ def test_http_inputs_stream_like_local_files(tmp_path, local_http_server):
         read_all(f"{local_http_server}/missing.warc.gz")
 
 
-def test_unsupported_compression_is_a_clear_error(tmp_path):
-    (tmp_path / "x.warc").write_bytes(b"BZh91AY&SY" + bytes(100))
-    with pytest.raises(ValueError, match="not supported"):
-        read_all(tmp_path / "x.warc")
+def _compressors():
+    import bz2
+    import lzma
+
+    import zstandard
+
+    def zstd_frames(data: bytes) -> bytes:  # several checksummed frames, as the zstd CLI and parallel writers make
+        c = zstandard.ZstdCompressor(level=3, write_checksum=True)
+        return b"".join(c.compress(data[i:i + 1_000_000]) for i in range(0, len(data), 1_000_000))
+
+    return {".zst": zstd_frames, ".bz2": bz2.compress, ".xz": lzma.compress}
+
+
+@pytest.mark.parametrize("ext", [".zst", ".bz2", ".xz"])
+def test_whole_file_zstd_bzip2_xz_archives_and_jsonl_read_like_gzip(tmp_path, ext):
+    compress = _compressors()[ext]
+    ref = read_all(WARC_DIR / NEWS)
+    raw = gzip.decompress((WARC_DIR / NEWS).read_bytes())
+    path = tmp_path / f"news.warc{ext}"
+    path.write_bytes(compress(raw))
+    assert detect_format(str(path)) == "warc"
+    got = read_all(path)
+    pick = lambda recs: [(d["id"], d.get("url"), d.get("html"), why) for d, why in recs]  # noqa: E731
+    assert pick(got) == pick(ref) and len(good(got)) == 181
+    # offsets are positions in the decompressed stream: each points at its record's header there
+    for doc, _ in got[:20]:
+        assert raw[doc["record_offset"]:doc["record_offset"] + 5] == b"WARC/"
+    # JSONL too
+    jsonl = CC_DIR / JSONL_FILES[0]
+    (tmp_path / f"cc.jsonl{ext}").write_bytes(compress(gzip.decompress(jsonl.read_bytes())))
+    text_of = lambda recs: [(d["id"], d.get("text"), w) for d, w in recs]  # noqa: E731
+    assert text_of(read_all(tmp_path / f"cc.jsonl{ext}")) == text_of(read_all(jsonl))
+
+
+@pytest.mark.parametrize("ext", [".zst", ".bz2", ".xz"])
+def test_cut_or_damaged_zstd_bzip2_xz_keep_the_records_before_and_count_the_loss(tmp_path, ext):
+    raw = gzip.decompress((WARC_DIR / NEWS).read_bytes())
+    blob = _compressors()[ext](raw)
+    pages = {d["id"]: d["html"] for d in good(read_all(WARC_DIR / NEWS))}
+    path = tmp_path / f"news.warc{ext}"
+    path.write_bytes(blob[: len(blob) // 2])
+    cut = read_all(path)
+    assert set(reasons(cut)) == {"read:truncated"} and len(good(cut)) >= 50
+    assert all(pages[d["id"]] == d["html"] for d in good(cut))
+    damaged = bytearray(blob)
+    for k in range(8):
+        damaged[len(blob) // 2 + 97 * k] ^= 0x5A
+    path.write_bytes(bytes(damaged))
+    hurt = read_all(path)
+    assert set(reasons(hurt)) == {"read:corrupt_stream"} and len(good(hurt)) >= 50
+    assert all(pages[d["id"]] == d["html"] for d in good(hurt))  # no page carries damaged bytes
+    assert len(hurt) <= len(pages)  # the file's remainder is one counted loss, not a stream of junk records
+
+
+def test_whole_file_compression_names_and_misuse():
+    assert detect_format("gs://b/x.jsonl.zst") == "jsonl" and detect_format("x.warc.wet.zst") == "wet"
+    assert detect_format("CC-MAIN-1.warc.xz") == "warc" and detect_format("a.ndjson.bz2") == "jsonl"
+    assert readers._is_supported("a/b.warc.zstd")
+    with pytest.raises(ValueError, match="not for this file type"):
+        detect_format("x.parquet.zst")
 
 
 def test_params_are_validated():

@@ -7,7 +7,8 @@ Three public functions, used by the Beam graph (``pipeline/beam.py``) and the CL
 - ``detect_format(path)``: ``'warc'``, ``'arc'``, ``'wet'``, ``'jsonl'``, ``'parquet'`` or ``'arrow'``;
 - ``iter_records(path)``: yields ``(document, None)`` for each page and ``(document, reason)`` for each
   counted rejection (``read:non_html``, ``read:http_status``, ``read:too_large``, ``read:truncated``,
-  ``read:corrupt_gzip``, ``read:bad_header``, ``read:bad_http``, ``read:bad_json``, ``read:no_text``).
+  ``read:corrupt_gzip``, ``read:corrupt_stream``, ``read:bad_header``, ``read:bad_http``, ``read:bad_json``,
+  ``read:no_text``).
 
 Web archives are read by our own small parser rather than a library's iterator, because real archives
 are damaged in ways that stop those iterators at the first problem:
@@ -18,7 +19,17 @@ are damaged in ways that stop those iterators at the first problem:
   A record is handed out only after its member's CRC checked out, so damaged bytes never become a page.
 - A record cut off by the end of the file is ``read:truncated``; everything before it is kept. So is
   a record whose Content-Length runs past the end of its own gzip member when the next member
-  starts a record (a lying length): it is cut there instead of swallowing the records after it.
+  starts a record (a lying length): it is cut there instead of swallowing the records after it. In an
+  uncompressed WARC, a block that does not end where the next record begins, and that holds a
+  well-formed record header, is cut at that header the same way.
+- Whole-file zstd, bzip2 and xz (``.warc.zst``, ``.jsonl.zst``, ``.warc.bz2``, ``.jsonl.xz``; found by
+  magic bytes) are decompressed as a stream with bounded output per call. Records are handed out only
+  once 1 MB more has decompressed cleanly after them, so damage that the format's own checks catch
+  within that distance (bzip2 block CRCs, zstd decoding errors, checksums of frames up to 1 MB) turns
+  the held records into ``read:corrupt_stream``; reading stops at damage (these formats have no cheap
+  resynchronisation point). A cut file ends with ``read:truncated`` for the held records (their check
+  can never run) and the open one. A zstd frame written without a
+  checksum cannot reveal damage that still decodes.
 - Payloads above ``max_bytes`` are ``read:too_large`` and are never decoded or held in memory (only a
   64 KiB prefix is kept, to read the HTTP headers). A record may inflate to at most
   ``max_expansion * max_bytes`` bytes; past that the member is abandoned (decompression bombs).
@@ -34,7 +45,8 @@ are damaged in ways that stop those iterators at the first problem:
 
 JSONL accepts ``{"id", "text", "url"}`` rows and the Dolma / CCNet layouts (``metadata.warc_url``,
 ``metadata.warc_date``, ``metadata.url``). ``record_offset`` is the gzip member's (or record's) byte
-offset for archives, the 1-based line number for JSONL and the 0-based row for Parquet/Arrow.
+offset for archives (the offset in the decompressed stream for zstd/bzip2/xz files), the 1-based line
+number for JSONL and the 0-based row for Parquet/Arrow.
 """
 
 from __future__ import annotations
@@ -76,12 +88,13 @@ R_HTTP_STATUS = "read:http_status"
 R_TOO_LARGE = "read:too_large"
 R_TRUNCATED = "read:truncated"
 R_CORRUPT_GZIP = "read:corrupt_gzip"
+R_CORRUPT_STREAM = "read:corrupt_stream"  # damaged zstd / bzip2 / xz data
 R_BAD_HEADER = "read:bad_header"
 R_BAD_HTTP = "read:bad_http"
 R_BAD_JSON = "read:bad_json"
 R_NO_TEXT = "read:no_text"
 READ_REASONS = (
-    R_NON_HTML, R_HTTP_STATUS, R_TOO_LARGE, R_TRUNCATED, R_CORRUPT_GZIP,
+    R_NON_HTML, R_HTTP_STATUS, R_TOO_LARGE, R_TRUNCATED, R_CORRUPT_GZIP, R_CORRUPT_STREAM,
     R_BAD_HEADER, R_BAD_HTTP, R_BAD_JSON, R_NO_TEXT,
 )
 
@@ -101,6 +114,8 @@ _SUFFIX_FORMATS = (
     (".arrow", "arrow"), (".arrows", "arrow"), (".feather", "arrow"), (".ipc", "arrow"),
 )
 _PATH_LIST_SUFFIXES = (".paths", ".paths.gz")
+_STREAM_SUFFIXES = (".zst", ".zstd", ".bz2", ".xz")  # whole-file compression besides gzip
+_STREAM_FORMATS = ("warc", "arc", "wet", "jsonl")
 
 
 @dataclasses.dataclass
@@ -134,8 +149,19 @@ def _name_of(path: str) -> str:
 
 
 def detect_format(path: str) -> str:
-    """The reader format for ``path`` from its name: 'warc', 'arc', 'wet', 'jsonl', 'parquet' or 'arrow'."""
+    """The reader format for ``path`` from its name: 'warc', 'arc', 'wet', 'jsonl', 'parquet' or 'arrow'.
+
+    WARC/ARC/WET/JSONL files may also be compressed whole with zstd, bzip2 or xz (``.warc.zst``,
+    ``.jsonl.zst``, ``.jsonl.bz2``, ``.warc.xz``); the reader tells the compression by its magic bytes."""
     name = _name_of(path)
+    for suffix in _STREAM_SUFFIXES:
+        if name.endswith(suffix):
+            inner = name[: -len(suffix)]
+            for plain, fmt in _SUFFIX_FORMATS:
+                if inner.endswith(plain) and not plain.endswith(".gz") and fmt in _STREAM_FORMATS:
+                    return fmt
+            raise ValueError(f"{path!r}: {suffix[1:]} compression is read for WARC, ARC, WET and JSONL files "
+                             f"(e.g. .warc{suffix}, .jsonl{suffix}), not for this file type")
     for suffix, fmt in _SUFFIX_FORMATS:
         if name.endswith(suffix):
             return fmt
@@ -473,16 +499,104 @@ class _PlainChunks:
             data = self.fh.read(_READ_CHUNK)
 
 
-def _open_source(fh, starts_record: Callable[[bytes], bool]) -> Tuple[bool, Union[_GzipMembers, _PlainChunks]]:
-    """(compressed?, event source) for a binary stream: gzip members or plain chunks, by magic bytes."""
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_BZIP2_MAGIC = b"BZh"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_STREAM_HOLD = 1 << 20  # decompressed bytes a zstd/bzip2/xz record waits for before it is handed out
+_STREAM_PIECE = 2048  # compressed bytes per zstd call: its output is bounded only by the input (~32,000x)
+
+
+class _StreamChunks:
+    """('data', chunk) events over a zstd, bzip2 or xz stream (concatenated frames/streams included), then
+    ('truncated', pos) when the file ends inside a frame, or ('damaged', pos, reason) when the data is
+    corrupt (reading stops there: these formats cannot be resynchronised on cheaply). ``pos`` counts
+    decompressed bytes; record offsets from such a file are positions in the decompressed stream.
+
+    Output per call is bounded (xz/bzip2 by ``max_length``, zstd by small input pieces), so a
+    decompression bomb streams by in pieces and meets the readers' size limits."""
+
+    def __init__(self, fh, first: bytes, kind: str):
+        self.fh, self.first, self.kind = fh, first, kind
+        self.abandon = False
+
+    def _new(self):
+        if self.kind == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj()
+        if self.kind == "bzip2":
+            import bz2
+
+            return bz2.BZ2Decompressor()
+        import lzma
+
+        return lzma.LZMADecompressor()
+
+    def _errors(self):
+        errors = [OSError, ValueError, EOFError]
+        if self.kind == "zstd":
+            import zstandard
+
+            errors.append(zstandard.ZstdError)
+        elif self.kind == "xz":
+            import lzma
+
+            errors.append(lzma.LZMAError)
+        return tuple(errors)
+
+    def _inflate(self, d, data: bytes):
+        """Decompressed pieces of ``data``; returns (decompressor now in use, fed since it began)."""
+        if self.kind == "zstd":
+            out = d.decompress(data)
+            return out, (d.unused_data if d.eof else b""), d.eof
+        out = d.decompress(data, _INFLATE_OUT)
+        return out, (d.unused_data if d.eof else b""), d.eof
+
+    def events(self) -> Iterator[tuple]:
+        errors = self._errors()
+        d, fed, pos = self._new(), False, 0
+        data = self.first
+        try:
+            while data:
+                for i in range(0, len(data), _STREAM_PIECE if self.kind == "zstd" else len(data)):
+                    piece = data[i:i + (_STREAM_PIECE if self.kind == "zstd" else len(data))]
+                    while True:
+                        if piece:
+                            fed = True
+                        out, rest, ended = self._inflate(d, piece)
+                        if out:
+                            pos += len(out)
+                            yield ("data", out)
+                        if ended:  # a frame/stream ended: the rest (if any) starts the next one
+                            d, fed = self._new(), False
+                            if rest.strip(b"\x00"):  # xz pads streams with NULs
+                                piece = rest
+                                continue
+                            break
+                        if self.kind != "zstd" and not d.needs_input:
+                            piece = b""  # bounded output: collect the rest of this input
+                            continue
+                        break
+                data = self.fh.read(_READ_CHUNK)
+        except errors:
+            yield ("damaged", pos, R_CORRUPT_STREAM)
+            return
+        if fed:
+            yield ("truncated", pos)
+
+
+def _open_source(fh, starts_record: Callable[[bytes], bool]) -> Tuple[bool, Union[_GzipMembers, _PlainChunks, _StreamChunks]]:
+    """(gzip?, event source) for a binary stream: gzip members, zstd/bzip2/xz data or plain chunks, by magic
+    bytes."""
     first = fh.read(_READ_CHUNK)
     while 0 < len(first) < 8:  # streams may return short reads; the magic bytes need a few
         more = fh.read(_READ_CHUNK)
         if not more:
             break
         first += more
-    if first[:4] == b"\x28\xb5\x2f\xfd" or first[:3] == b"BZh" or first[:6] == b"\xfd7zXZ\x00":
-        raise ValueError("zstd/bzip2/xz compressed inputs are not supported: recompress with gzip or decompress")
+    for magic, kind in ((_ZSTD_MAGIC, "zstd"), (_BZIP2_MAGIC, "bzip2"), (_XZ_MAGIC, "xz")):
+        if first.startswith(magic):
+            return False, _StreamChunks(fh, first, kind)
     if first[:2] == _GZIP_MAGIC[:2]:
         return True, _GzipMembers(_RawWindow(fh, first), starts_record)
     return False, _PlainChunks(fh, first)
@@ -832,8 +946,33 @@ def _iter_raw_records(fh, dialect, params: ReaderParams) -> Iterator[_RawRecord]
     compressed, source = _open_source(fh, dialect.starts_record)
     splitter = _RecordSplitter(dialect, params, compressed)
     if not compressed:
-        for _, data in source.events():
-            yield from splitter.feed(data)
+        # zstd/bzip2/xz check their data block by block, so damage can surface after bytes of it were handed
+        # out: records are held until _STREAM_HOLD more bytes have decompressed cleanly after them, and held
+        # records become read:corrupt_stream when damage shows up (plain files hold nothing).
+        hold = _STREAM_HOLD if isinstance(source, _StreamChunks) else 0
+        held: List[Tuple[int, _RawRecord]] = []
+        fed = 0
+        for event in source.events():
+            if event[0] == "data":
+                fed += len(event[1])
+                held.extend((fed, r) for r in splitter.feed(event[1]))
+                n = sum(1 for end, _ in held if end + hold <= fed)
+                if n:
+                    yield from (r for _, r in held[:n])
+                    del held[:n]
+            elif event[0] == "damaged":  # records read well before the damage stand; the rest is lost here
+                yield from (r if r.problem else _RawRecord(r.offset, r.headers, problem=event[2]) for _, r in held)
+                pending = splitter.abort()
+                if pending is not None:
+                    yield _RawRecord(pending.offset, pending.headers, problem=event[2])
+                elif not any(r.problem is None for _, r in held):
+                    yield _RawRecord(event[1], {}, problem=event[2])
+                return
+            elif event[0] == "truncated":  # the file ends inside a frame whose check can never run
+                rest = [r for _, r in held] + splitter.finish()  # finish(): the open record is truncated too
+                yield from (r if r.problem else _RawRecord(r.offset, r.headers, problem=R_TRUNCATED) for r in rest)
+                return
+        yield from (r for _, r in held)
         yield from splitter.finish()
         return
     held: List[_RawRecord] = []
@@ -1196,7 +1335,7 @@ def _iter_lines(fh, max_line: int) -> Iterator[Tuple[int, Optional[bytes], Optio
                 buf.clear()
         elif kind == "damaged":
             lineno += 1
-            yield lineno, None, R_CORRUPT_GZIP
+            yield lineno, None, event[2] if len(event) > 2 else R_CORRUPT_GZIP
             buf.clear()
             skipping = False
         elif kind == "truncated":
