@@ -9,7 +9,10 @@ HTML and text inputs.
 Extractors (parameter ``extractor``):
 
 - ``"trafilatura"`` (default, as in RefinedWeb): precision-favouring settings
-  (``favor_precision=True``, ``include_comments=False``, ``include_tables`` configurable). Always
+  (``favor_precision=True``, ``include_comments=False``, ``include_tables`` configurable;
+  ``fast=True`` skips trafilatura's fallback extractors (readability, jusText): on the 181-page
+  extraction benchmark 1.6x less CPU for F1 0.943 instead of 0.962, between the default and
+  resiliparse's 12x / 0.929). Always
   ``deduplicate=False``: trafilatura's deduplication keeps a cache across documents, which makes a
   page's output depend on what the same worker extracted before it.
   lxml (libxml2) stops building the tree at 256 levels of nesting, so trafilatura returns nothing
@@ -54,6 +57,7 @@ STAGE = "extract"
 class ExtractParams:
     extractor: str = "trafilatura"  # "trafilatura" | "resiliparse"
     include_tables: bool = True  # trafilatura: keep the text of <table> elements
+    fast: bool = False  # trafilatura: skip its fallback extractors (1.6x faster, F1 0.943 vs 0.962 measured)
     remove_urls: bool = True
     max_consecutive_newlines: int = 2  # at most one blank line
     max_html_bytes: int = 5_000_000
@@ -66,7 +70,7 @@ class ExtractParams:
             raise ParamError(
                 f"stage '{STAGE}': 'extractor' = {self.extractor!r} is unknown; choose one of {sorted(EXTRACTORS)}"
             )
-        for key in ("include_tables", "remove_urls"):
+        for key in ("include_tables", "remove_urls", "fast"):
             if not isinstance(getattr(self, key), bool):
                 raise ParamError(f"stage '{STAGE}': '{key}' must be true or false, got {getattr(self, key)!r}")
         check_range(STAGE, "max_consecutive_newlines", self.max_consecutive_newlines, 1)
@@ -102,6 +106,7 @@ def extract_with_trafilatura(html: str, params: ExtractParams) -> Optional[str]:
         include_formatting=False,
         with_metadata=False,
         deduplicate=False,
+        fast=params.fast,
     )
 
 
