@@ -42,7 +42,7 @@ class _Lazy:
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pipeline", help="pipeline name from pipelines.yaml (see `refinery pipelines`)")
     p.add_argument("--input", "-i", nargs="+", metavar="PATH", default=None,
-                   help="input files, directories or globs: WARC/ARC/WET (.gz), JSONL(.gz), Parquet, Arrow; "
+                   help="input files, directories or globs: WARC/ARC/WET and JSONL (plain, .gz, .zst, .bz2, .xz), Parquet, Arrow; "
                         "gs://, s3://, https:// and Common Crawl *.paths.gz lists too. Default: stream the first "
                         "--limit records of a Common Crawl WARC over https")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (documents/, rejected/, report.json, funnel.png)")
