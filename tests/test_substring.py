@@ -120,3 +120,69 @@ def test_substring_params_validation():
         SubstringDedupParams(min_tokens=1).validate()
     with pytest.raises(ParamError):
         SubstringDedupParams(min_chars=-1).validate()
+
+
+def _planted_corpus(words, k, seed, n_docs=40):
+    """Real-text documents with spans of k-1, k, k+1, 2k and 3k+7 tokens planted in several documents (and
+    twice in some), overlapping and at the edges, plus spacing changes that must not matter."""
+    import random
+
+    rng = random.Random(seed)
+    spans = [words[rng.randrange(len(words) - 200):][:n] for n in (k - 1, k, k + 1, 2 * k, 3 * k + 7)]
+    docs = []
+    for i in range(n_docs):
+        start = rng.randrange(len(words) - 300)
+        body = words[start:start + rng.randrange(k // 2, 4 * k)]
+        for _ in range(rng.randrange(0, 4)):
+            span = rng.choice(spans)
+            cut = rng.randrange(len(span) // 2 + 1) if rng.random() < 0.3 else 0  # partial overlaps
+            at = rng.randrange(len(body) + 1)
+            body = body[:at] + span[cut:] + body[at:]
+        sep = "\n" if rng.random() < 0.2 else " "
+        docs.append(make_document(id=f"d{i}", text=sep.join(body), source="s", record_offset=i))
+    return docs
+
+
+@pytest.mark.parametrize("k,seed", [(8, 1), (8, 2), (50, 3), (50, 4)])
+def test_winnowed_candidates_give_exactly_the_exhaustive_result(words, k, seed):
+    docs = _planted_corpus(words, k, seed)
+    results = {}
+    for mode in ("all", "winnow"):
+        params = SubstringDedupParams(min_tokens=k, candidates=mode)
+        params.validate()
+        kept, rejected, metrics = run_dedup(SubstringDedupStage(params).beam_transform(), docs)
+        results[mode] = (sorted((d["id"], d["text"], d["substring_dedup_removed_tokens"]) for d in kept),
+                         sorted((d["id"], r) for d, r in rejected), metrics)
+    assert results["winnow"][:2] == results["all"][:2]
+    cut_docs = sum(1 for _, _, removed in results["all"][0] if removed) + len(results["all"][1])
+    assert cut_docs >= 5  # the planted spans really were cut
+    metrics = results["winnow"][2]
+    total_windows = sum(max(0, len(d["text"].split()) - k + 1) for d in docs)
+    assert 0 < metrics["substring_dedup|windows_shuffled"] < total_windows
+    assert 0 < metrics["substring_dedup|candidate_documents"] <= len(docs)
+
+
+def test_winnowing_chooses_one_anchor_per_run_and_the_same_in_both_copies(words):
+    from pipeline.dedup.substring import anchor_params, candidate_windows, text_anchors
+
+    k = 50
+    q, w = anchor_params(k)
+    assert (q, w) == (25, 26) and q + w - 1 == k
+    span = words[500:500 + k]
+    a = " ".join(words[:37] + span + words[900:950])
+    b = " ".join(words[1200:1203] + span)
+    hq_a, anchors_a = text_anchors(a, k)
+    hq_b, anchors_b = text_anchors(b, k)
+    shared = np.intersect1d(anchors_a, anchors_b)
+    assert shared.size >= 1  # the shared span guarantees a common anchor
+    assert anchors_a.size < 0.2 * hq_a.size  # winnowing keeps ~2/(w+1) of the q-grams
+    mask_a = candidate_windows(hq_a, shared, k, len(text_windows(a, k)[3]))
+    mask_b = candidate_windows(hq_b, shared, k, len(text_windows(b, k)[3]))
+    assert mask_a[37] and mask_b[3]  # the span's window is a candidate in both documents
+    assert mask_a.sum() <= w * shared.size
+    assert text_anchors(" ".join(words[:k - 1]), k)[1].size == 0
+
+
+def test_substring_candidates_param_is_validated():
+    with pytest.raises(ParamError, match="candidates"):
+        SubstringDedupParams(candidates="some").validate()

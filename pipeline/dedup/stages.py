@@ -137,10 +137,16 @@ class SubstringDedupParams:
 
     min_tokens: int = 50
     min_chars: int = 20
+    # "winnow": shuffle windows only where a document shares a winnowed anchor with another (same output,
+    # a fraction of the shuffle); "all": every window of every document (the reference)
+    candidates: str = "winnow"
 
     def validate(self) -> None:
         check_range(SubstringDedupStage.name, "min_tokens", self.min_tokens, 2, 10_000)
         check_range(SubstringDedupStage.name, "min_chars", self.min_chars, 0, 1_000_000)
+        if self.candidates not in ("winnow", "all"):
+            raise ParamError(f"stage '{SubstringDedupStage.name}': 'candidates' = {self.candidates!r} must be "
+                             "'winnow' or 'all'")
 
 
 @register
@@ -152,4 +158,4 @@ class SubstringDedupStage(CollectionStage):
     def beam_transform(self):
         from pipeline.dedup.substring import SubstringDedup
 
-        return SubstringDedup(self.name, self.params.min_tokens, self.params.min_chars)
+        return SubstringDedup(self.name, self.params.min_tokens, self.params.min_chars, self.params.candidates)
