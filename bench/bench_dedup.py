@@ -18,8 +18,15 @@ the whole run with one worker; and the sum over the driver and its worker proces
 left with exactly one page (perfect), with several (missed duplicates), with none (over-merged:
 pages of different originals merged, an LSH false positive chain).
 
+``--baseline`` also runs ``plain_dedup``: the same exact_dedup -> url_dedup -> minhash_dedup as a plain
+single-process loop (the stages' own key, priority, MinHash and band functions per document; buckets
+grouped with a numpy sort per band, star edges, union-find), in a forked child on the same corpus file,
+reading and writing the same things as the pipeline. It prints both wall and CPU times, Beam / loop,
+both peak RSS (each process's VmHWM reset at its start), and whether both kept exactly the same
+documents and rejected the others for the same reasons (exit status 1 when not).
+
     .venv/bin/python bench/bench_dedup.py --docs 10000 [--preset refinedweb] [--workers 2] [--substring]
-        [--corpus-dir /tmp/dedup-corpus] [--trace rss.csv]
+        [--corpus-dir /tmp/dedup-corpus] [--trace rss.csv] [--baseline]
 """
 
 from __future__ import annotations
@@ -45,12 +52,17 @@ import numpy as np  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
+from pipeline.dedup.exact import TextKey, UrlKey  # noqa: E402
+from pipeline.dedup.fuzzy import CLUSTER_COLUMN, SIZE_COLUMN  # noqa: E402
 from pipeline.dedup.local import dedup_metrics  # noqa: E402
+from pipeline.dedup.lsh import node_id, priority_of  # noqa: E402
+from pipeline.dedup.minhash import MinHasher, band_hashes, jaccard_of_hash_sets  # noqa: E402
 from pipeline.dedup.stages import (  # noqa: E402
     ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, SubstringDedupParams,
     SubstringDedupStage, UrlDedupParams, UrlDedupStage,
 )
-from pipeline.document import make_document  # noqa: E402
+from pipeline.document import doc_key, make_document  # noqa: E402
+from pipeline.stages.base import error_reason, reason  # noqa: E402
 
 DATA = os.environ.get("WEBREFINERY_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -173,6 +185,232 @@ class RssSampler(threading.Thread):
             self.stop.wait(self.period)
 
 
+# ---------------------------------------------------------------------------------------------
+# --baseline: the same three stages as a plain single-process loop (no Beam)
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain_group_dedup(docs, stage: str, key_fn, keep: str, rejected: list) -> list:
+    """``exact.GroupDedup`` without Beam: one document kept per group key (smallest ``priority_of``; the
+    first seen on a tie, as ``_KeepOneDoFn``), the others rejected ``<stage>:duplicate``; grouped documents
+    get ``<stage>_group_size``; a None key is kept ungrouped; a key function that raises is a dead letter."""
+    kept, groups = [], {}  # key -> [best priority, best doc, members]
+    for doc in docs:
+        try:
+            key = key_fn(doc)
+            priority = None if key is None else priority_of(doc, keep)
+        except Exception as exc:
+            rejected.append((doc, error_reason(stage, exc)))
+            continue
+        if key is None:
+            kept.append(doc)
+            continue
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [priority, doc, [doc]]
+        else:
+            group[2].append(doc)
+            if priority < group[0]:
+                group[0], group[1] = priority, doc
+    why, column = reason(stage, "duplicate"), f"{stage}_group_size"
+    for _, best, members in groups.values():
+        for doc in members:
+            doc[column] = len(members)
+            if doc is best:
+                kept.append(doc)
+            else:
+                rejected.append((doc, why))
+    return kept
+
+
+def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected: list) -> list:
+    """``fuzzy.MinhashDedup`` without Beam. Per document exactly ``lsh.SignatureDoFn``'s work (doc_key ->
+    node_id, ``MinHasher`` shingle hashes -> signature -> ``band_hashes``, ``priority_of``); no shingle: no
+    bucket. Buckets (band, band hash) of each band are grouped with one numpy sort (the Beam stage sorts
+    packed batches the same way); each bucket gives star edges (member, smallest node id as bytes), checked
+    against the true Jaccard when ``verify``; connected components by union-find. Per component the
+    document with the smallest (priority, doc_key, node) is kept (with every document of its node, as
+    ``fuzzy._decide``), the others are rejected ``<stage>:duplicate``; ``minhash_cluster`` /
+    ``minhash_cluster_size`` as in ``fuzzy._ApplyDecisionDoFn``. Union-find always converges, so
+    ``max_rounds`` / ``on_unconverged`` have no counterpart here."""
+    lsh = params.lsh()
+    hasher = MinHasher(lsh.num_perm, params.seed, params.ngram, params.scheme, params.shingle_hash)
+    node_index, node_keys, node_docs = {}, [], []  # node id -> index; per index: id, [(priority, key, doc)]
+    band_nodes, band_rows, sets = [], [], {}
+    for doc in docs:
+        try:
+            key = doc_key(doc)
+            node = node_id(key)
+            text = doc.get("text")
+            if text is None:
+                text = ""
+            if not isinstance(text, str):
+                raise TypeError(f"text is {type(text).__name__}, not str")
+            hashes = hasher.shingle_hashes(text)
+            bands = band_hashes(hasher.signature_of_hashes(hashes), lsh.bands, lsh.rows) if hashes.size else None
+            priority = priority_of(doc, params.keep)
+        except Exception as exc:
+            rejected.append((doc, error_reason(stage, exc)))
+            continue
+        i = node_index.setdefault(node, len(node_keys))
+        if i == len(node_keys):
+            node_keys.append(node)
+            node_docs.append([])
+        node_docs[i].append((priority, key, doc))
+        if bands is not None:
+            band_nodes.append(i)
+            band_rows.append(bands)
+            if params.verify:
+                sets.setdefault(i, np.unique(hashes))
+
+    # star edges of every bucket with >= 2 distinct nodes, nodes numbered by the order of their ids
+    n = len(node_keys)
+    rank = np.empty(n, dtype=np.int64)
+    rank[sorted(range(n), key=node_keys.__getitem__)] = np.arange(n)
+    index_of_rank = np.argsort(rank)
+    member = rank[np.asarray(band_nodes, dtype=np.int64)]
+    table = np.stack(band_rows) if band_rows else np.empty((0, lsh.bands), dtype=np.uint64)
+    del band_rows
+    pieces = []
+    for j in range(lsh.bands):
+        order = np.lexsort((member, table[:, j]))
+        h, r = table[order, j], member[order]
+        distinct = np.ones(len(h), dtype=bool)
+        distinct[1:] = (h[1:] != h[:-1]) | (r[1:] != r[:-1])
+        h, r = h[distinct], r[distinct]
+        new = np.ones(len(h), dtype=bool)
+        new[1:] = h[1:] != h[:-1]
+        head = r[np.flatnonzero(new)][np.cumsum(new) - 1]
+        pieces.append(r[~new] * n + head[~new])
+    del table
+    edges = np.unique(np.concatenate(pieces)) if pieces else np.empty(0, dtype=np.int64)
+
+    parent = {}
+
+    def find(x):
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for edge in edges.tolist():
+        u, v = index_of_rank[edge // n], index_of_rank[edge % n]
+        if params.verify and jaccard_of_hash_sets(sets[u], sets[v]) < params.verify_threshold:
+            continue
+        parent.setdefault(u, u)
+        parent.setdefault(v, v)
+        ru, rv = find(u), find(v)
+        if ru != rv:
+            parent[ru] = rv
+
+    components = {}
+    for i in parent:
+        components.setdefault(find(i), []).append(i)
+    decision = {}  # node index -> (representative doc_key, cluster size, keep?)
+    for members in components.values():
+        best = min((priority, key, node_keys[i], i) for i in members for priority, key, _ in node_docs[i])
+        size = sum(len(node_docs[i]) for i in members)
+        for i in members:
+            decision[i] = (best[1], size, i == best[3])
+    kept, why = [], reason(stage, "duplicate")
+    for i, entries in enumerate(node_docs):
+        for _, key, doc in entries:
+            rep_key, size, keep = decision.get(i, (key, 1, True))
+            doc[CLUSTER_COLUMN] = rep_key
+            doc[SIZE_COLUMN] = size
+            if keep:
+                kept.append(doc)
+            else:
+                rejected.append((doc, why))
+    return kept
+
+
+def plain_dedup(docs, exact: ExactDedupParams | None = None, url: UrlDedupParams | None = None,
+                minhash: MinhashDedupParams | None = None):
+    """exact_dedup -> url_dedup -> minhash_dedup in one process, without Beam, with the Beam stages' semantics
+    (which document of a group or cluster is kept, dead letters, the columns each stage adds): (kept,
+    rejected (doc, reason)). The documents are updated in place (the stages' columns). What it does not
+    repeat: the Beam stages also fail a document that cannot go through a shuffle as JSON (packed)."""
+    exact, url, minhash = exact or ExactDedupParams(), url or UrlDedupParams(), minhash or MinhashDedupParams()
+    rejected = []
+    docs = _plain_group_dedup(docs, ExactDedupStage.name, TextKey(exact.normalization), exact.keep, rejected)
+    docs = _plain_group_dedup(docs, UrlDedupStage.name, UrlKey(url.normalize_url), url.keep, rejected)
+    docs = _plain_minhash_dedup(docs, MinhashDedupStage.name, minhash, rejected)
+    return docs, rejected
+
+
+def _vm_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _baseline_child(path: str, out: str, minhash: MinhashDedupParams, result_path: str) -> None:
+    """The plain loop on the corpus file, as the pipeline: read + json.loads, dedup, write kept ids and reasons."""
+    reset = _reset_peak_rss()
+    base = _vm_kib("VmRSS")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    start = time.perf_counter()
+    with open(path, encoding="utf-8") as fh:
+        docs = [json.loads(line) for line in fh]
+    kept, rejected = plain_dedup(docs, minhash=minhash)
+    del docs
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "kept"), "w", encoding="utf-8") as fh:
+        fh.writelines(d["id"] + "\n" for d in kept)
+    with open(os.path.join(out, "rejected"), "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps([d["id"], r]) + "\n" for d, r in rejected)
+    wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(result_path, "w") as fh:
+        json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu_before,
+                   "base_mib": base / 1024, "peak_mib": _vm_kib("VmHWM") / 1024 if reset else None}, fh)
+
+
+def run_baseline(path: str, tmp: str, minhash: MinhashDedupParams) -> dict:
+    """Run the plain loop in a forked child (its memory apart from the pipeline's): timings, RSS, output folder."""
+    out, result_path = os.path.join(tmp, "loop-out"), os.path.join(tmp, "loop-result.json")
+    child = multiprocessing.get_context("fork").Process(target=_baseline_child, args=(path, out, minhash, result_path))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"the plain-loop baseline failed (exit code {child.exitcode})")
+    with open(result_path) as fh:
+        info = json.load(fh)
+    info["out"] = out
+    return info
+
+
+def read_outputs(out: str):
+    """(kept ids, Counter of rejection reasons, {rejected id: reason}) of a run's output folder."""
+    kept_ids, reasons, rejected = [], Counter(), {}
+    for name in os.listdir(out):
+        with open(os.path.join(out, name)) as fh:
+            for line in fh:
+                if name.startswith("kept"):
+                    kept_ids.append(line.strip())
+                else:
+                    doc_id, why = json.loads(line)
+                    reasons[why] += 1
+                    rejected[doc_id] = why
+    return kept_ids, reasons, rejected
+
+
 class Dedup(beam.PTransform):
     def __init__(self, stages):
         super().__init__()
@@ -198,7 +436,12 @@ def main() -> None:
     ap.add_argument("--corpus-dir", default=None,
                     help="keep the generated corpus here and reuse it on later runs (default: a temporary folder)")
     ap.add_argument("--trace", default=None, help="write the sampled (seconds, total RSS MiB) trace to this CSV")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run the same three stages as a plain single-process loop (plain_dedup) on the same "
+                         "corpus, compare time and memory, and check that both keep the same documents")
     args = ap.parse_args()
+    if args.baseline and args.substring:
+        ap.error("--baseline covers exact_dedup, url_dedup and minhash_dedup; leave out --substring")
 
     with tempfile.TemporaryDirectory(prefix="bench-dedup-") as tmp:
         start = time.perf_counter()
@@ -206,8 +449,9 @@ def main() -> None:
         print(f"corpus: {args.docs} docs, {words:.0f} words/doc, {len(np.unique(origins))} originals, "
               f"ready in {time.perf_counter() - start:.1f}s ({os.path.getsize(path) / 2**20:.0f} MiB of JSON lines)")
 
-        stages = [ExactDedupStage(ExactDedupParams()), UrlDedupStage(UrlDedupParams()),
-                  MinhashDedupStage(MinhashDedupParams(preset=args.preset, max_rounds=args.max_rounds))]
+        minhash_params = MinhashDedupParams(preset=args.preset, max_rounds=args.max_rounds)
+        stages = [ExactDedupStage(ExactDedupParams()), UrlDedupStage(UrlDedupParams()), MinhashDedupStage(minhash_params)]
+        loop = run_baseline(path, tmp, minhash_params) if args.baseline else None
         if args.substring:
             stages.append(SubstringDedupStage(SubstringDedupParams()))
         beam_args = []
@@ -221,6 +465,7 @@ def main() -> None:
         kept | "KeptIds" >> beam.Map(lambda d: d["id"]) | "WriteKept" >> beam.io.WriteToText(os.path.join(out, "kept"))
         rejected | "Reasons" >> beam.Map(lambda dr: json.dumps([dr[0]["id"], dr[1]])) | "WriteRejected" >> beam.io.WriteToText(os.path.join(out, "rejected"))
         base_rss = _rss_mib(os.getpid())
+        hwm_reset = _reset_peak_rss()  # the driver's high-water mark then covers the run only
         sampler = RssSampler()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_before = usage.ru_utime + usage.ru_stime
@@ -235,19 +480,14 @@ def main() -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu = usage.ru_utime + usage.ru_stime - cpu_before + sum(os.times()[2:4]) - child_cpu_before
         metrics = dedup_metrics(result)
-        kept_ids, reasons = [], Counter()
-        for name in os.listdir(out):
-            with open(os.path.join(out, name)) as fh:
-                for line in fh:
-                    if name.startswith("kept"):
-                        kept_ids.append(line.strip())
-                    else:
-                        reasons[json.loads(line)[1]] += 1
+        kept_ids, reasons, rejected_ids = read_outputs(out)
+        if loop is not None:
+            loop["kept"], loop["reasons"], loop["rejected"] = read_outputs(loop["out"])
     if args.trace:
         with open(args.trace, "w") as fh:
             fh.writelines(f"{t:.2f},{m:.0f}\n" for t, m in sampler.trace)
 
-    self_hwm = usage.ru_maxrss / 1024
+    self_hwm = _vm_kib("VmHWM") / 1024 if hwm_reset else usage.ru_maxrss / 1024
     kept_per_cluster = Counter(int(origins[int(doc_id[len("syn-"):])]) for doc_id in kept_ids)
     clusters = set(origins.tolist())
     perfect = sum(1 for c in clusters if kept_per_cluster[c] == 1)
@@ -269,6 +509,36 @@ def main() -> None:
     print(f"kept {len(kept_ids)}; rejected: " + ", ".join(f"{r} {c}" for r, c in sorted(reasons.items())))
     print(f"truth: {len(clusters)} originals; kept exactly one: {perfect}; extra copies kept (missed): {missed}; "
           f"clusters with nothing kept (over-merged): {lost}")
+    if loop is not None and not report_baseline(loop, wall, cpu, base_rss, self_hwm if args.workers == 1 else sampler.peak_total,
+                                                kept_ids, rejected_ids, args.workers):
+        sys.exit(1)
+
+
+def report_baseline(loop, wall, cpu, beam_base, beam_peak, kept_ids, rejected_ids, workers) -> bool:
+    """Print Beam vs the plain loop; True when both kept the same documents (and rejected them for the same reasons)."""
+    print(f"plain loop (plain_dedup, one process, same corpus file, same outputs written): wall {loop['wall']:.1f}s, "
+          f"CPU {loop['cpu']:.1f}s")
+    mem = "driver high-water mark" if workers == 1 else "all processes, sampled"
+    print(f"Beam / loop: wall {wall:.1f}s / {loop['wall']:.1f}s = {wall / loop['wall']:.2f}x, "
+          f"CPU {cpu:.1f}s / {loop['cpu']:.1f}s = {cpu / loop['cpu']:.2f}x")
+    if loop["peak_mib"] is not None:
+        print(f"peak RSS: Beam {beam_peak:.0f} MiB ({mem}; +{beam_peak - beam_base:.0f} MiB over {beam_base:.0f} MiB before "
+              f"the run), loop {loop['peak_mib']:.0f} MiB (+{loop['peak_mib'] - loop['base_mib']:.0f} MiB over "
+              f"{loop['base_mib']:.0f} MiB at its start); Beam / loop increase "
+              f"{(beam_peak - beam_base) / max(loop['peak_mib'] - loop['base_mib'], 1e-9):.2f}x")
+    else:
+        print("peak RSS of the loop: not available (/proc/self/clear_refs not writable)")
+    beam_kept, loop_kept = set(kept_ids), set(loop["kept"])
+    same_kept = beam_kept == loop_kept and len(kept_ids) == len(beam_kept) and len(loop["kept"]) == len(loop_kept)
+    same_reasons = rejected_ids == loop["rejected"]
+    print(f"kept document sets identical: {'yes' if same_kept else 'NO'} (Beam {len(kept_ids)}, loop {len(loop['kept'])}, "
+          f"only Beam {len(beam_kept - loop_kept)}, only loop {len(loop_kept - beam_kept)}); rejected with the same "
+          f"reasons: {'yes' if same_reasons else 'NO'}")
+    if not same_reasons:
+        print("loop rejected: " + ", ".join(f"{r} {c}" for r, c in sorted(loop["reasons"].items())))
+        differ = sorted(set(rejected_ids.items()) ^ set(loop["rejected"].items()))[:10]
+        print(f"first differences (id, reason) in one but not the other: {differ}")
+    return same_kept and same_reasons
 
 
 if __name__ == "__main__":
