@@ -111,7 +111,7 @@ def _execute(name: str, cwd: Path, tags=None) -> nbformat.NotebookNode:
         assert nb.cells, f"{name} has no cell tagged {tags}"
     with tempfile.TemporaryDirectory(prefix="wr-kernel-") as sockets:  # short: socket paths are limited to ~100 bytes
         km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
-        client = NotebookClient(nb, km=km, timeout=300, startup_timeout=120, resources={"metadata": {"path": str(cwd)}})
+        client = NotebookClient(nb, km=km, timeout=600, startup_timeout=300, resources={"metadata": {"path": str(cwd)}})
         client.execute()  # raises CellExecutionError (with the cell and traceback) if any cell fails
     return nb
 
