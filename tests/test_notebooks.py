@@ -111,7 +111,11 @@ def _execute(name: str, cwd: Path, tags=None) -> nbformat.NotebookNode:
         assert nb.cells, f"{name} has no cell tagged {tags}"
     with tempfile.TemporaryDirectory(prefix="wr-kernel-") as sockets:  # short: socket paths are limited to ~100 bytes
         km = KernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=os.path.join(sockets, "k"))
-        client = NotebookClient(nb, km=km, timeout=600, startup_timeout=300, resources={"metadata": {"path": str(cwd)}})
+        # iopub_timeout: how long nbclient waits for a cell's output messages after the cell has finished. Its
+        # default (4 s) silently drops late output on a loaded machine (a missing printed line failed this test
+        # once in CI); wait longer, and fail loudly instead of dropping.
+        client = NotebookClient(nb, km=km, timeout=600, startup_timeout=300, iopub_timeout=120,
+                                raise_on_iopub_timeout=True, resources={"metadata": {"path": str(cwd)}})
         client.execute()  # raises CellExecutionError (with the cell and traceback) if any cell fails
     return nb
 
