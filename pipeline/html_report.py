@@ -68,8 +68,10 @@ class Threshold:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("run_dir", metavar="OUT", help="output folder of `refinery run` (holds report.json)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="where to write the page (default: OUT/report)")
+    parser.add_argument("run_dir", metavar="OUT", help="output folder of `refinery run` (holds report.json); local or "
+                                                       "on a Beam filesystem (gs://...)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="local folder for the page (default: OUT/report, or ./report-NAME for a gs:// run)")
     parser.add_argument("--samples", type=int, default=3, help="rejected documents shown per reason")
     parser.add_argument("--max-rows", type=int, default=200_000, help="rows read per table for the charts")
 
@@ -80,11 +82,12 @@ def add_arguments(parser) -> None:
 
 def load_run_manifest(run_dir: str) -> Dict[str, Any]:
     """``OUT/manifest.json`` (shards, and the stages with their parameters), or {} when it is missing."""
-    path = os.path.join(run_dir, "manifest.json")
-    if not os.path.exists(path):
+    from pipeline.io import fs
+
+    path = fs.join(run_dir, "manifest.json")
+    if not fs.exists(path):
         return {}
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return json.loads(fs.read_bytes(path))
 
 
 def stage_params(manifest: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -151,6 +154,21 @@ def _load_table(path: str, max_rows: int, columns: Optional[Sequence[str]] = Non
         files = list_shards(path)
     except FileNotFoundError:
         return None
+    if "://" in path:  # a Beam filesystem: read shard by shard (pyarrow's own filesystems may not know it)
+        import pyarrow as pa
+
+        from pipeline.io.shards import read_table
+
+        tables, rows = [], 0
+        for f in files:
+            if rows >= max_rows:
+                break
+            t = read_table(f)
+            if columns is not None:
+                t = t.select([c for c in columns if c in t.schema.names])
+            tables.append(t.slice(0, max_rows - rows))
+            rows += tables[-1].num_rows
+        return pa.concat_tables(tables, promote_options="default") if tables else None
     dataset = ds.dataset(files, format="ipc")
     if columns is not None:
         columns = [c for c in columns if c in dataset.schema.names]
@@ -339,8 +357,6 @@ def host_of(url: Optional[str]) -> str:
 def sample_rejected(path: str, reasons: Iterable[str], samples: int, columns: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
     """Up to ``samples`` rejected rows per reason (in shard order), reading record batches only until every
     reason in ``reasons`` has its samples (the text of the whole rejected set is never held in memory)."""
-    import pyarrow as pa
-
     from pipeline.io.shards import list_shards
 
     wanted = {r: samples for r in reasons}
@@ -351,20 +367,21 @@ def sample_rejected(path: str, reasons: Iterable[str], samples: int, columns: Se
         files = list_shards(path)
     except FileNotFoundError:
         return out
+    from pipeline.io.fs import open_arrow_file
+
     for f in files:
-        with pa.memory_map(f, "r") as source:
-            reader = pa.ipc.open_file(source)
-            names = reader.schema.names
-            cols = [c for c in dict.fromkeys(["reason", *columns]) if c in names]
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
-                reasons_in_batch = batch.column(names.index("reason")).to_pylist()
-                for row_index, r in enumerate(reasons_in_batch):
-                    if r in out and len(out[r]) < wanted[r]:
-                        row = {c: batch.column(names.index(c))[row_index].as_py() for c in cols}
-                        out[r].append(row)
-                if all(len(out[r]) >= wanted[r] for r in out):
-                    return out
+        reader = open_arrow_file(f)
+        names = reader.schema.names
+        cols = [c for c in dict.fromkeys(["reason", *columns]) if c in names]
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            reasons_in_batch = batch.column(names.index("reason")).to_pylist()
+            for row_index, r in enumerate(reasons_in_batch):
+                if r in out and len(out[r]) < wanted[r]:
+                    row = {c: batch.column(names.index(c))[row_index].as_py() for c in cols}
+                    out[r].append(row)
+            if all(len(out[r]) >= wanted[r] for r in out):
+                return out
     return out
 
 
@@ -467,9 +484,12 @@ def render(run_dir: str, out_dir: Optional[str] = None, samples: int = 3, max_ro
     esc = html.escape
     report = load_report(run_dir)
     manifest = load_run_manifest(run_dir)
-    out_dir = out_dir or os.path.join(run_dir, "report")
+    from pipeline.io import fs
+
+    if out_dir is None:  # the page is local; a run on gs:// gets ./report-<run name>
+        out_dir = f"report-{fs.basename(run_dir)}" if fs.is_remote(run_dir) else os.path.join(run_dir, "report")
     os.makedirs(out_dir, exist_ok=True)
-    docs_dir, rej_dir = os.path.join(run_dir, "documents"), os.path.join(run_dir, "rejected")
+    docs_dir, rej_dir = fs.join(run_dir, "documents"), fs.join(run_dir, "rejected")
     # charts read everything but the text (and cap the rows); samples read text only for a few rows
     chart_columns = None
     probe = _load_table(docs_dir, 1) or _load_table(rej_dir, 1)

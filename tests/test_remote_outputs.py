@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 
 import memfs  # noqa: F401  (registers memfs://)
 from memfs import MemoryFileSystem
+from pipeline.html_report import render
 from pipeline.io import fs
 from pipeline.io import shards as shard_io
 from pipeline.report import load_report
@@ -68,6 +71,14 @@ def test_run_into_an_object_store_matches_a_local_run(tmp_path, store):
     assert len(token_files) == 3  # 2 train shards + 1 val shard
     for split_file in token_files:
         assert (tmp_path / "ids_remote" / split_file).read_bytes() == (tmp_path / "ids_local" / split_file).read_bytes()
+
+    # `refinery report` on the object-store run: a local page with the same funnel and rejected samples
+    page = Path(render(remote, str(tmp_path / "page_remote")))
+    local_page = Path(render(local, str(tmp_path / "page_local")))
+    timeless = lambda html: re.sub(r"\([\d.]+ s,", "(s,", html)  # noqa: E731  (the runs' own durations)
+    assert timeless(page.read_text()) == timeless(local_page.read_text().replace(local, remote))
+    assert sorted(p.name for p in page.parent.glob("*.png")) == sorted(p.name for p in local_page.parent.glob("*.png"))
+    assert "read:truncated" in page.read_text()
 
     # a rerun on the same inputs finds the complete run on the object store and skips
     assert run_pipeline("rw_raw", inputs, remote, overrides=overrides).get("skipped") is True
