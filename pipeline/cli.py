@@ -52,14 +52,37 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one stage parameter for this run (validated like the file); repeatable")
     p.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run with the same fingerprint")
     p.add_argument("--no-funnel", action="store_true", help="do not draw funnel.png")
-    p.epilog = ("Any other --flag is passed to Apache Beam: e.g. --direct_num_workers 2 --direct_running_mode "
-                "multi_processing for more cores, or --runner DataflowRunner --project P --region R "
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the embedded runner (0: one per CPU; default 1). Shorthand for "
+                        "--direct_num_workers N --direct_running_mode multi_processing; outputs are identical")
+    p.epilog = ("Any other --flag is passed to Apache Beam: e.g. --runner DataflowRunner --project P --region R "
                 "--temp_location gs://... for Dataflow. --direct_running_mode multi_threading is refused (it loses records).")
+
+
+def workers_beam_args(workers: Optional[int], beam_args: Sequence[str]) -> List[str]:
+    """Beam flags for ``--workers N`` (multi_processing on the embedded runner), checked against ``beam_args``."""
+    from pipeline.beam import RunnerOptionError
+
+    args = list(beam_args)
+    if workers is None:
+        return args
+    if workers < 0:
+        raise RunnerOptionError(f"--workers must be >= 0 (0: one per CPU), got {workers}")
+    clash = [a for a in args if a.split("=")[0] in ("--runner", "--direct_num_workers", "--direct_running_mode")]
+    if clash:
+        raise RunnerOptionError(f"--workers sets the embedded runner's processes; it cannot be combined with {clash[0].split('=')[0]} "
+                                "(for Dataflow/Flink/Spark use their own worker options, e.g. --max_num_workers)")
+    n = workers or os.cpu_count() or 1
+    if n == 1:
+        return args
+    return args + ["--direct_num_workers", str(n), "--direct_running_mode", "multi_processing"]
 
 
 def _cmd_run(args, beam_args: Sequence[str]) -> int:
     from pipeline.report import summary_text
     from pipeline.run import COMMON_CRAWL_DEFAULT, DEFAULT_REMOTE_LIMIT, run_pipeline
+
+    beam_args = workers_beam_args(args.workers, beam_args)
 
     inputs = args.input
     limit = args.limit

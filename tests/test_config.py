@@ -1,5 +1,6 @@
 """pipelines.yaml loading: every pipeline validates, and typos give messages that name what is wrong."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -122,3 +123,32 @@ def test_cli_refuses_multi_threading(tmp_path, shared_data):
         capture_output=True, text=True,
     )
     assert proc.returncode == 2 and "multi_threading is refused" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_workers_flag_maps_to_multi_processing_and_refuses_clashes():
+    from pipeline.beam import RunnerOptionError
+    from pipeline.cli import workers_beam_args
+
+    assert workers_beam_args(None, ["--x=1"]) == ["--x=1"]
+    assert workers_beam_args(1, []) == []
+    assert workers_beam_args(3, []) == ["--direct_num_workers", "3", "--direct_running_mode", "multi_processing"]
+    all_cpus = workers_beam_args(0, [])
+    assert all_cpus == ([] if (os.cpu_count() or 1) == 1 else
+                        ["--direct_num_workers", str(os.cpu_count()), "--direct_running_mode", "multi_processing"])
+    for clash in (["--runner", "DataflowRunner"], ["--direct_num_workers=2"], ["--direct_running_mode", "in_memory"]):
+        with pytest.raises(RunnerOptionError, match="cannot be combined"):
+            workers_beam_args(2, clash)
+    with pytest.raises(RunnerOptionError, match=">= 0"):
+        workers_beam_args(-1, [])
+
+
+def test_cli_run_with_two_workers_matches_one(tmp_path, shared_data):
+    inputs = [str(shared_data / "warc" / "example-com.warc.gz"), str(shared_data / "cc" / "ccnet-head-en-0091.jsonl.gz")]
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"w{n}"
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "rw_raw", "--input", *inputs, "--output", str(out),
+                               "--workers", str(n), "--no-funnel"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[n] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.arrow"))}
+    assert outs[1] == outs[2] and len(outs[1]) > 2
