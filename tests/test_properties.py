@@ -322,3 +322,53 @@ def test_cut_real_archive_keeps_every_page_before_the_cut(cut):
         complete += 1
     before = {d["id"] for d, why in read_bytes_as(b"".join(members[:complete]), "pre.warc.gz") if why is None}
     assert got == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact-substring dedup: winnowed candidates mark exactly the windows the exhaustive shuffle marks
+
+
+def _marks_exhaustive(texts, k):
+    from pipeline.dedup.substring import first_positions, later_occurrences, text_windows
+
+    groups = {}
+    for node, text in enumerate(texts):
+        for fp, pos in first_positions(text_windows(text, k)[3]).items():
+            groups.setdefault(fp, []).append((node, pos))
+    return sorted(m for item in groups.items() for m in later_occurrences(item))
+
+
+def _marks_winnowed(texts, k):
+    import numpy as np
+
+    from pipeline.dedup.substring import candidate_windows, later_occurrences, shared_anchors, text_anchors, text_windows
+
+    by_anchor = {}
+    for node, text in enumerate(texts):
+        for h in text_anchors(text, k)[1].tolist():
+            by_anchor.setdefault(h, []).append(node)
+    shared = {}
+    for item in by_anchor.items():
+        for node, h in shared_anchors(item):
+            shared.setdefault(node, []).append(h)
+    groups = {}
+    for node, hs in shared.items():
+        hq, _ = text_anchors(texts[node], k)
+        windows = text_windows(texts[node], k)[3]
+        first = {}
+        for pos in np.flatnonzero(candidate_windows(hq, np.array(hs, dtype=np.uint64), k, len(windows))).tolist():
+            first.setdefault(windows[pos], pos)
+        for fp, pos in first.items():
+            groups.setdefault(fp, []).append((node, pos))
+    return sorted(m for item in groups.items() for m in later_occurrences(item))
+
+
+@given(
+    k=st.integers(2, 12),
+    docs=st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=60), min_size=1, max_size=8),
+)
+def test_winnowed_substring_candidates_mark_what_the_exhaustive_shuffle_marks(k, docs):
+    # a 6-word vocabulary: repeats, overlaps and hash ties everywhere
+    vocab = ["a", "bb", "c", "dd", "e", "ff"]
+    texts = [" ".join(vocab[i] for i in doc) for doc in docs]
+    assert _marks_winnowed(texts, k) == _marks_exhaustive(texts, k)
