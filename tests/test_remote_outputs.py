@@ -71,6 +71,16 @@ def test_run_into_an_object_store_matches_a_local_run(tmp_path, store):
     assert len(token_files) == 3  # 2 train shards + 1 val shard
     for split_file in token_files:
         assert (tmp_path / "ids_remote" / split_file).read_bytes() == (tmp_path / "ids_local" / split_file).read_bytes()
+    # ... and writes token shards to the object store, with a tokenizer that lives there too
+    store["memfs://bucket/tok/tokenizer.json"] = (tok_json, 0.0)
+    remote_tokens = "memfs://bucket/tokens"
+    manifest = run_tokenize_pipeline(os.path.join(local, "documents"), TokenizeParams(
+        tokenizer="memfs://bucket/tok/tokenizer.json", output=remote_tokens, num_shards=2))
+    local_manifest = json.loads((tmp_path / "ids_local" / "manifest.json").read_text())
+    assert {k: v for k, v in manifest.items() if k != "seconds"} == local_manifest
+    for split_file in token_files:
+        assert store[f"{remote_tokens}/{split_file.as_posix()}"][0] == (tmp_path / "ids_local" / split_file).read_bytes()
+    assert store[f"{remote_tokens}/tokenizer.json"][0] == tok_json
 
     # `refinery report` on the object-store run: a local page with the same funnel and rejected samples
     page = Path(render(remote, str(tmp_path / "page_remote")))

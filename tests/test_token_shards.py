@@ -9,6 +9,8 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+
+import memfs  # noqa: F401  (registers memfs://)
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import require_shared
@@ -240,8 +242,8 @@ def test_clear_errors(doc_folder, tokenizer_path, tmp_path, capsys):
         run_tokenize_pipeline(str(tmp_path / "notext.arrow"), params())
     with pytest.raises(UsageError, match="val_fraction"):
         run_tokenize_pipeline(str(doc_folder), params(val_fraction=1.5))
-    with pytest.raises(UsageError, match="local folder"):
-        run_tokenize_pipeline(str(doc_folder), params(output="gs://bucket/tokens"))
+    with pytest.raises(UsageError, match="memfs://bucket/none.json does not exist"):
+        run_tokenize_pipeline(str(doc_folder), params(tokenizer="memfs://bucket/none.json"))
     with pytest.raises(UsageError, match="multi_threading"):
         run_tokenize_pipeline(str(doc_folder), params(), beam_args=["--direct_running_mode=multi_threading"])
     assert not (tmp_path / "o").exists()

@@ -8,7 +8,9 @@ GroupByKey on (split, shard) -> ``WriteTokenShard`` (sort by id, write atomicall
 that writes empty shards, the manifest and the tokenizer copy (``shards.finalize_token_output``).
 
 The same ``EncodeAndWriteTokenShards`` transform serves the ``tokenize`` pipeline stage (stage.py), fed
-with lists of ``(id, text)`` pairs. Output folders must be local paths (the trainer memory-maps them).
+with lists of ``(id, text)`` pairs. The tokenizer's JSON travels inside the graph (workers never open its
+file), and the output folder may be local or on a Beam filesystem (``gs://...``, e.g. from the ``tokenize``
+stage on Dataflow); the trainer memory-maps local shards, so copy a remote folder down before training.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from apache_beam.metrics import Metrics
 from pipeline.tokenize import EOT_TOKEN, UsageError
 from pipeline.tokenize.documents import ShardBatchReader, list_batch_refs, resolve_document_files
 from pipeline.tokenize.runner import DoFnProgress, make_pipeline, runs_in_this_process
+from pipeline.io import fs
 from pipeline.tokenize.shards import (MANIFEST_NAME, finalize_token_output, is_validation, load_manifest,
                                       shard_index, shard_metadata, tokenizer_facts, write_token_shard)
 
@@ -36,7 +39,7 @@ class TokenizeParams:
     """Parameters of ``refinery tokenize`` and of the ``tokenize`` stage (defaults go to pipelines.yaml)."""
 
     tokenizer: str = ""            # path of tokenizer.json (from `refinery train-tokenizer`)
-    output: str = ""               # output folder (local path): manifest.json, train/, val/
+    output: str = ""               # output folder (local or gs://...): manifest.json, train/, val/
     val_fraction: float = 0.005    # share of documents (by stable hash of id) in the validation split
     num_shards: int = 8            # train shards: document -> stable_hash64(id) % num_shards
     val_num_shards: int = 1        # validation shards
@@ -50,8 +53,6 @@ class TokenizeParams:
             out.append("'tokenizer' (path of tokenizer.json) is required")
         if not self.output:
             out.append("'output' (token shard folder) is required")
-        elif "://" in self.output:
-            out.append(f"'output' must be a local folder (the trainer memory-maps the shards), got {self.output}")
         if not 0.0 <= self.val_fraction < 1.0:
             out.append(f"'val_fraction' = {self.val_fraction} must be in [0, 1)")
         if not 1 <= self.num_shards <= 99_999:
@@ -87,15 +88,16 @@ class ReadIdTextPairs(beam.DoFn):
 class EncodeToShardRows(beam.DoFn):
     """Lists of (id, text) -> ((split, shard), [(id, token bytes), ...]) groups, one per destination."""
 
-    def __init__(self, tokenizer_path: str, eot_id: int, dtype: str, params: TokenizeParams):
-        self.tokenizer_path, self.eot_id, self.dtype, self.params = tokenizer_path, eot_id, dtype, params
+    def __init__(self, tokenizer_json: str, eot_id: int, dtype: str, params: TokenizeParams):
+        # the tokenizer travels inside the graph: workers on Dataflow/Flink/Spark need no access to its file
+        self.tokenizer_json, self.eot_id, self.dtype, self.params = tokenizer_json, eot_id, dtype, params
         self.documents = Metrics.counter("tokenize", "documents")
         self.tokens = Metrics.counter("tokenize", "tokens")
 
     def setup(self):
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(self.tokenizer_path)
+        self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
         self._encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
         self._np_dtype = np.dtype(self.dtype)
 
@@ -148,10 +150,12 @@ class EncodeAndWriteTokenShards(beam.PTransform):
     def expand(self, pair_lists):
         p, facts = self.params, self.facts
         counts = p.shard_counts()
-        output, tokenizer_path = os.path.abspath(p.output), os.path.abspath(p.tokenizer)
+        output = p.output if fs.is_remote(p.output) else os.path.abspath(p.output)
+        tokenizer_path = p.tokenizer if fs.is_remote(p.tokenizer) else os.path.abspath(p.tokenizer)
         written = (
             pair_lists
-            | "Encode" >> beam.ParDo(EncodeToShardRows(tokenizer_path, int(facts["eot_id"]), str(facts["dtype"]), p))
+            | "Encode" >> beam.ParDo(EncodeToShardRows(str(facts["tokenizer_json"]), int(facts["eot_id"]),
+                                                       str(facts["dtype"]), p))
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(WriteTokenShard(output, counts, str(facts["dtype"]), shard_metadata(facts)))
         )
@@ -173,9 +177,7 @@ def run_tokenize_pipeline(input_spec: str, params: TokenizeParams, beam_args: Se
     files = resolve_document_files(input_spec)
     n_batches = len(list_batch_refs(files))  # also checks every file's schema up front
     show = progress and runs_in_this_process(beam_args)
-    stale_manifest = os.path.join(params.output, MANIFEST_NAME)
-    if os.path.exists(stale_manifest):  # never leave an old manifest beside shards being rewritten
-        os.remove(stale_manifest)
+    fs.delete([fs.join(params.output, MANIFEST_NAME)])  # never leave an old manifest beside shards being rewritten
     started = time.time()
     with make_pipeline(beam_args) as pipe:
         _ = (

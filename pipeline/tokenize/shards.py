@@ -34,13 +34,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.document import stable_hash64
+from pipeline.io import fs
 from pipeline.io.shards import write_bytes_atomically  # noqa: F401  (also used by tokenize/train.py)
 from pipeline.tokenize import EOT_TOKEN, UsageError
 
@@ -93,14 +93,23 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def read_tokenizer_json(tokenizer_path: str) -> str:
+    """The text of a tokenizer.json, local or on a Beam filesystem (gs://...); UsageError when missing."""
+    from pipeline.io import fs
+
+    if not tokenizer_path or not (fs.exists(tokenizer_path) and (fs.is_remote(tokenizer_path) or os.path.isfile(tokenizer_path))):
+        raise UsageError(f"tokenizer file {tokenizer_path} does not exist (train one with `refinery train-tokenizer`)")
+    return fs.read_bytes(tokenizer_path).decode("utf-8")
+
+
 def tokenizer_facts(tokenizer_path: str, eot_token: str = EOT_TOKEN) -> Dict[str, object]:
-    """vocab_size (max id + 1), eot_id, dtype and sha256 of a tokenizer.json; UsageError when unusable."""
+    """vocab_size (max id + 1), eot_id, dtype and sha256 of a tokenizer.json (local or gs://...), and its text
+    (``tokenizer_json``: encoders are built from it, so workers never need the file); UsageError when unusable."""
     from tokenizers import Tokenizer  # local import: keeps `import pipeline.tokenize.shards` light
 
-    if not tokenizer_path or not os.path.isfile(tokenizer_path):
-        raise UsageError(f"tokenizer file {tokenizer_path} does not exist (train one with `refinery train-tokenizer`)")
+    text = read_tokenizer_json(tokenizer_path)
     try:
-        tok = Tokenizer.from_file(tokenizer_path)
+        tok = Tokenizer.from_str(text)
     except Exception as exc:  # tokenizers raises a plain Exception on bad JSON
         raise UsageError(f"{tokenizer_path} is not a tokenizers tokenizer.json: {str(exc).splitlines()[0]}") from exc
     eot_id = tok.token_to_id(eot_token)
@@ -113,7 +122,8 @@ def tokenizer_facts(tokenizer_path: str, eot_token: str = EOT_TOKEN) -> Dict[str
         "eot_id": int(eot_id),
         "eot_token": eot_token,
         "dtype": token_dtype_name(vocab_size),
-        "tokenizer_sha256": sha256_file(tokenizer_path),
+        "tokenizer_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "tokenizer_json": text,
     }
 
 
@@ -166,7 +176,7 @@ def write_token_shard(output_dir: str, split: str, index: int, count: int, rows:
     batch = rows_to_record_batch(ordered, dtype_name, metadata)
     data = serialize_record_batch(batch)
     name = shard_file_name(index, count)
-    write_bytes_atomically(os.path.join(output_dir, split, name), data)
+    write_bytes_atomically(_join(output_dir, split, name), data)
     itemsize = np.dtype(dtype_name).itemsize
     return {
         "split": split,
@@ -196,21 +206,25 @@ def finalize_token_output(output_dir: str, tokenizer_path: str, facts: Mapping[s
                 entry = write_token_shard(output_dir, split, i, count, [], str(facts["dtype"]), metadata)
             entries.append({k: entry[k] for k in ("name", "path", "rows", "tokens", "sha256")})
         wanted = {e["name"] for e in entries}
-        split_dir = os.path.join(output_dir, split)
-        for stale in sorted(os.listdir(split_dir)):
-            leftover_tmp = stale.startswith("part-") and ".arrow.tmp-" in stale
+        stale_files = []
+        for path in fs.list_files(_join(output_dir, split, "*")):
+            stale = fs.basename(path)
+            leftover_tmp = stale.startswith("part-") and (".arrow.tmp-" in stale or stale.endswith(".tmp"))
             if (_PART_RE.match(stale) and stale not in wanted) or leftover_tmp:
-                os.remove(os.path.join(split_dir, stale))
+                stale_files.append(path)
+        fs.delete(stale_files)
         splits[split] = {
             "files": entries,
             "tokens": sum(e["tokens"] for e in entries),
             "documents": sum(e["rows"] for e in entries),
         }
-    tok_copy = os.path.join(output_dir, TOKENIZER_NAME)
-    if os.path.abspath(tok_copy) != os.path.abspath(tokenizer_path):
-        tmp = f"{tok_copy}.tmp-{os.getpid()}"
-        shutil.copyfile(tokenizer_path, tmp)
-        os.replace(tmp, tok_copy)
+    tok_copy = _join(output_dir, TOKENIZER_NAME)
+    same_file = not fs.is_remote(tok_copy) and not fs.is_remote(tokenizer_path) and \
+        os.path.abspath(tok_copy) == os.path.abspath(tokenizer_path)
+    if not same_file:
+        text = facts.get("tokenizer_json")
+        data = text.encode("utf-8") if isinstance(text, str) else fs.read_bytes(tokenizer_path)
+        write_bytes_atomically(tok_copy, data)
     manifest = {
         "format": FORMAT_NAME,
         "version": 1,
@@ -223,7 +237,7 @@ def finalize_token_output(output_dir: str, tokenizer_path: str, facts: Mapping[s
         "val_fraction": val_fraction,
         "splits": splits,
     }
-    write_bytes_atomically(os.path.join(output_dir, MANIFEST_NAME),
+    write_bytes_atomically(_join(output_dir, MANIFEST_NAME),
                            (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return manifest
 
@@ -241,5 +255,8 @@ def read_token_shard(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
 
 
 def load_manifest(output_dir: str) -> Dict[str, object]:
-    with open(os.path.join(output_dir, MANIFEST_NAME), encoding="utf-8") as fh:
-        return json.load(fh)
+    return json.loads(fs.read_bytes(_join(output_dir, MANIFEST_NAME)))
+
+
+def _join(base: str, *names: str) -> str:
+    return fs.join(base, *names)
