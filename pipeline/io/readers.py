@@ -545,42 +545,39 @@ class _StreamChunks:
         return tuple(errors)
 
     def _inflate(self, d, data: bytes):
-        """Decompressed pieces of ``data``; returns (decompressor now in use, fed since it began)."""
-        if self.kind == "zstd":
-            out = d.decompress(data)
-            return out, (d.unused_data if d.eof else b""), d.eof
-        out = d.decompress(data, _INFLATE_OUT)
+        """(output, input left after the frame/stream ended, ended?) of one bounded decompression call."""
+        out = d.decompress(data) if self.kind == "zstd" else d.decompress(data, _INFLATE_OUT)
         return out, (d.unused_data if d.eof else b""), d.eof
 
     def events(self) -> Iterator[tuple]:
         errors = self._errors()
+        step = _STREAM_PIECE if self.kind == "zstd" else None
         d, fed, pos = self._new(), False, 0
         data = self.first
-        try:
-            while data:
-                for i in range(0, len(data), _STREAM_PIECE if self.kind == "zstd" else len(data)):
-                    piece = data[i:i + (_STREAM_PIECE if self.kind == "zstd" else len(data))]
-                    while True:
-                        if piece:
-                            fed = True
+        while data:  # read errors of the input itself propagate; only decompression errors are damage
+            for i in range(0, len(data), step or len(data)):
+                piece = data[i:i + step] if step else data
+                while True:
+                    fed = fed or bool(piece)
+                    try:
                         out, rest, ended = self._inflate(d, piece)
-                        if out:
-                            pos += len(out)
-                            yield ("data", out)
-                        if ended:  # a frame/stream ended: the rest (if any) starts the next one
-                            d, fed = self._new(), False
-                            if rest.strip(b"\x00"):  # xz pads streams with NULs
-                                piece = rest
-                                continue
-                            break
-                        if self.kind != "zstd" and not d.needs_input:
-                            piece = b""  # bounded output: collect the rest of this input
+                    except errors:
+                        yield ("damaged", pos, R_CORRUPT_STREAM)
+                        return
+                    if out:
+                        pos += len(out)
+                        yield ("data", out)
+                    if ended:  # a frame/stream ended: the rest (if any) starts the next one
+                        d, fed = self._new(), False
+                        if rest.strip(b"\x00"):  # xz pads streams with NULs
+                            piece = rest
                             continue
                         break
-                data = self.fh.read(_READ_CHUNK)
-        except errors:
-            yield ("damaged", pos, R_CORRUPT_STREAM)
-            return
+                    if step is None and not d.needs_input:
+                        piece = b""  # bounded output: collect the rest of this input
+                        continue
+                    break
+            data = self.fh.read(_READ_CHUNK)
         if fed:
             yield ("truncated", pos)
 
