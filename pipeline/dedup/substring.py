@@ -277,6 +277,16 @@ def cut_windows(text: str, k: int, marked_positions) -> Tuple[str, int]:
     return new_text, int(removed.sum())
 
 
+def _text_of(doc: Document) -> str:
+    """The document's text ("" for None); TypeError (a dead letter upstream) for anything but a str."""
+    text = doc.get("text")
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise TypeError(f"text is {type(text).__name__}, not str")
+    return text
+
+
 class _EmitWindowsDoFn(beam.DoFn):
     """Doc -> (node, doc) and (fingerprint, (node, first position)) per distinct window; short docs aside."""
 
@@ -288,12 +298,7 @@ class _EmitWindowsDoFn(beam.DoFn):
 
     def process(self, doc):
         try:
-            text = doc.get("text")
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise TypeError(f"text is {type(text).__name__}, not str")
-            _, _, _, windows = text_windows(text, self.k)
+            _, _, _, windows = text_windows(_text_of(doc), self.k)
             node = node_id(doc_key(doc))
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
@@ -319,12 +324,7 @@ class _EmitAnchorsDoFn(beam.DoFn):
 
     def process(self, doc):
         try:
-            text = doc.get("text")
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise TypeError(f"text is {type(text).__name__}, not str")
-            _, anchors = text_anchors(text, self.k)
+            _, anchors = text_anchors(_text_of(doc), self.k)
             node = node_id(doc_key(doc))
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
