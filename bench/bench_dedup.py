@@ -61,7 +61,7 @@ from pipeline.dedup.stages import (  # noqa: E402
     ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, SubstringDedupParams,
     SubstringDedupStage, UrlDedupParams, UrlDedupStage,
 )
-from pipeline.document import doc_key, make_document  # noqa: E402
+from pipeline.document import doc_key, make_document, text_of  # noqa: E402
 from pipeline.stages.base import error_reason, reason  # noqa: E402
 
 DATA = os.environ.get("WEBREFINERY_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
@@ -241,11 +241,7 @@ def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected:
         try:
             key = doc_key(doc)
             node = node_id(key)
-            text = doc.get("text")
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise TypeError(f"text is {type(text).__name__}, not str")
+            text = text_of(doc)
             hashes = hasher.shingle_hashes(text)
             bands = band_hashes(hasher.signature_of_hashes(hashes), lsh.bands, lsh.rows) if hashes.size else None
             priority = priority_of(doc, params.keep)

@@ -66,6 +66,17 @@ def doc_key(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('id')}\x1f{doc.get('source')}\x1f{doc.get('record_offset')}"
 
 
+def text_of(doc: Mapping[str, Any]) -> str:
+    """The document's text ("" when missing or None); TypeError for anything but a str (the dedup stages
+    turn it into an ``error:TypeError`` dead letter)."""
+    text = doc.get("text")
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise TypeError(f"text is {type(text).__name__}, not str")
+    return text
+
+
 def stable_hash64(value: str) -> int:
     """A 64-bit hash that is the same on every machine and Python process (unlike ``hash``)."""
     return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")

@@ -35,7 +35,7 @@ import apache_beam as beam
 from pipeline.dedup.lsh import priority_of
 from pipeline.dedup.normalize import normalized_bytes
 from pipeline.dedup.packed import pack_document, unpack_document
-from pipeline.document import Document
+from pipeline.document import Document, text_of
 from pipeline.stages.base import error_reason, reason
 
 NORMALIZATIONS = ("full", "whitespace", "none")
@@ -140,12 +140,7 @@ class TextKey:
         self.normalization = normalization
 
     def __call__(self, doc: Document) -> bytes:
-        text = doc.get("text")
-        if text is None:
-            text = ""
-        if not isinstance(text, str):
-            raise TypeError(f"text is {type(text).__name__}, not str")
-        return text_key(text, self.normalization)
+        return text_key(text_of(doc), self.normalization)
 
 
 class UrlKey:

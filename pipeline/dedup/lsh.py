@@ -34,7 +34,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.dedup import packed
 from pipeline.dedup.minhash import MinHasher, band_hashes, jaccard_of_hash_sets
-from pipeline.document import Document, doc_key
+from pipeline.document import Document, doc_key, text_of
 from pipeline.stages.base import error_reason
 
 METRICS_NAMESPACE = "webrefinery.dedup"
@@ -114,11 +114,7 @@ class SignatureDoFn(beam.DoFn):
         try:
             key = doc_key(doc)
             node = node_id(key)
-            text = doc.get("text")
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise TypeError(f"text is {type(text).__name__}, not str")
+            text = text_of(doc)
             hashes = self.hasher.shingle_hashes(text)
             bands = band_hashes(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else None
             priority = priority_of(doc, self.keep)

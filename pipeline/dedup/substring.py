@@ -58,7 +58,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from pipeline.dedup.lsh import METRICS_NAMESPACE, node_id
-from pipeline.document import Document, doc_key
+from pipeline.document import Document, doc_key, text_of
 from pipeline.stages.base import error_reason, reason
 
 REJECTED_TAG = "rejected"
@@ -277,16 +277,6 @@ def cut_windows(text: str, k: int, marked_positions) -> Tuple[str, int]:
     return new_text, int(removed.sum())
 
 
-def _text_of(doc: Document) -> str:
-    """The document's text ("" for None); TypeError (a dead letter upstream) for anything but a str."""
-    text = doc.get("text")
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        raise TypeError(f"text is {type(text).__name__}, not str")
-    return text
-
-
 class _EmitWindowsDoFn(beam.DoFn):
     """Doc -> (node, doc) and (fingerprint, (node, first position)) per distinct window; short docs aside."""
 
@@ -298,7 +288,7 @@ class _EmitWindowsDoFn(beam.DoFn):
 
     def process(self, doc):
         try:
-            _, _, _, windows = text_windows(_text_of(doc), self.k)
+            _, _, _, windows = text_windows(text_of(doc), self.k)
             node = node_id(doc_key(doc))
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
@@ -324,7 +314,7 @@ class _EmitAnchorsDoFn(beam.DoFn):
 
     def process(self, doc):
         try:
-            _, anchors = text_anchors(_text_of(doc), self.k)
+            _, anchors = text_anchors(text_of(doc), self.k)
             node = node_id(doc_key(doc))
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
