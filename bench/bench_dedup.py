@@ -68,6 +68,15 @@ DATA = os.environ.get("WEBREFINERY_DATA", os.path.join(os.path.dirname(os.path.a
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+def run_in_child(target, args, what: str) -> None:
+    """Run ``target(*args)`` in a forked child (its memory stays out of this process's peak RSS)."""
+    child = multiprocessing.get_context("fork").Process(target=target, args=args)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"{what} failed (exit code {child.exitcode})")
+
+
 def real_sentences():
     path = os.path.join(DATA, "cc", "cc-main-2019-30-extracted.jsonl.gz")
     if not os.path.exists(path):
@@ -133,11 +142,7 @@ def corpus_file(folder: str, n: int, dup_fraction: float, seed: int):
     path = os.path.join(folder, f"corpus-{n}-{dup_fraction}-{seed}.jsonl")
     meta = path + ".meta.json"
     if not (os.path.exists(path) and os.path.exists(meta)):
-        child = multiprocessing.get_context("fork").Process(target=write_corpus, args=(path, n, dup_fraction, seed))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise SystemExit(f"building the corpus failed (exit code {child.exitcode})")
+        run_in_child(write_corpus, (path, n, dup_fraction, seed), "building the corpus")
     with open(meta) as fh:
         info = json.load(fh)
     return path, info["words"] / n, np.load(path + ".truth.npy")
@@ -381,11 +386,7 @@ def _baseline_child(path: str, out: str, minhash: MinhashDedupParams, result_pat
 def run_baseline(path: str, tmp: str, minhash: MinhashDedupParams) -> dict:
     """Run the plain loop in a forked child (its memory apart from the pipeline's): timings, RSS, output folder."""
     out, result_path = os.path.join(tmp, "loop-out"), os.path.join(tmp, "loop-result.json")
-    child = multiprocessing.get_context("fork").Process(target=_baseline_child, args=(path, out, minhash, result_path))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit(f"the plain-loop baseline failed (exit code {child.exitcode})")
+    run_in_child(_baseline_child, (path, out, minhash, result_path), "the plain-loop baseline")
     with open(result_path) as fh:
         info = json.load(fh)
     info["out"] = out
