@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from model.errors import UserError
 from model.gpt import GPT, GPTConfig
 
 FORMAT = "webrefinery-checkpoint"
@@ -49,7 +50,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint is missing, incomplete, tampered with, or does not fit the model."""
 
 

@@ -38,10 +38,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from model.errors import UserError, UserValueError
+
 MANIFEST = "manifest.json"
 
 
-class TokenDataError(ValueError):
+class TokenDataError(UserError, ValueError):
     """Token shards are missing, malformed, or too small for the requested batch."""
 
 
@@ -180,9 +182,9 @@ class WindowLoader:
                  world_size: int = 1, seed: int = 0, shuffle: bool = True, device="cpu",
                  prefetch: int = 0, pin_memory: Optional[bool] = None):
         if block_size <= 0 or batch_size <= 0:
-            raise ValueError("block_size and batch_size must be positive")
+            raise UserValueError("block_size and batch_size must be positive")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world size {world_size}")
+            raise UserValueError(f"rank {rank} is outside world size {world_size}")
         self.shards = shards
         self.block_size = int(block_size)
         self.batch_size = int(batch_size)

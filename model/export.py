@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from model.errors import UserValueError
 from model.checkpoint import load_model_for_inference
 from model.gpt import GPT, GPTConfig
 
@@ -125,7 +126,7 @@ def tokenizer_files(tokenizer_json: Path, eos_token: str, model_max_length: int)
     tok = Tokenizer.from_file(str(tokenizer_json))
     eos_id = tok.token_to_id(eos_token)
     if eos_id is None:
-        raise ValueError(f"{tokenizer_json} has no {eos_token!r} token to use as end of sequence")
+        raise UserValueError(f"{tokenizer_json} has no {eos_token!r} token to use as end of sequence")
     added = {
         str(tid): {"content": t.content, "lstrip": t.lstrip, "rstrip": t.rstrip, "normalized": t.normalized,
                    "single_word": t.single_word, "special": t.special}
@@ -154,7 +155,7 @@ def export_model(model: GPT, tokenizer_json: str | Path, out_dir: str | Path,
 
     params = params or ExportParams()
     if params.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {params.dtype!r}")
+        raise UserValueError(f"dtype must be one of {sorted(DTYPES)}, got {params.dtype!r}")
     tokenizer_json = Path(params.tokenizer or tokenizer_json) if (params.tokenizer or tokenizer_json) else None
     if tokenizer_json is None or not tokenizer_json.is_file():
         raise FileNotFoundError(f"tokenizer.json not found ({tokenizer_json}); pass --tokenizer PATH")
@@ -165,7 +166,7 @@ def export_model(model: GPT, tokenizer_json: str | Path, out_dir: str | Path,
 
     vocab = Tokenizer.from_file(str(tokenizer_json)).get_vocab_size(with_added_tokens=True)
     if vocab > config.vocab_size:
-        raise ValueError(f"the tokenizer has {vocab} tokens but the model only {config.vocab_size} embeddings")
+        raise UserValueError(f"the tokenizer has {vocab} tokens but the model only {config.vocab_size} embeddings")
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

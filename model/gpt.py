@@ -48,6 +48,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.errors import UserValueError
+
 IGNORE_INDEX = -100
 
 
@@ -70,19 +72,19 @@ class GPTConfig:
         for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"GPTConfig.{key} must be a positive integer, got {value!r}")
+                raise UserValueError(f"GPTConfig.{key} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise UserValueError(f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.head_dim % 2:
-            raise ValueError(f"GPTConfig: head dimension n_embd/n_head = {self.head_dim} must be even (rotary)")
+            raise UserValueError(f"GPTConfig: head dimension n_embd/n_head = {self.head_dim} must be even (rotary)")
         if self.n_kv_head is not None and (self.n_kv_head <= 0 or self.n_head % self.n_kv_head):
-            raise ValueError(
+            raise UserValueError(
                 f"GPTConfig: n_kv_head ({self.n_kv_head}) must be a positive divisor of n_head ({self.n_head})"
             )
         if self.mlp_hidden is not None and self.mlp_hidden <= 0:
-            raise ValueError(f"GPTConfig.mlp_hidden must be positive, got {self.mlp_hidden!r}")
+            raise UserValueError(f"GPTConfig.mlp_hidden must be positive, got {self.mlp_hidden!r}")
         if self.rope_theta <= 0 or self.norm_eps <= 0:
-            raise ValueError("GPTConfig: rope_theta and norm_eps must be positive")
+            raise UserValueError("GPTConfig: rope_theta and norm_eps must be positive")
 
     @property
     def head_dim(self) -> int:
@@ -106,7 +108,7 @@ class GPTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"GPTConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
+            raise UserValueError(f"GPTConfig: unknown key(s) {unknown}; known keys are {sorted(known)}")
         return cls(**d)
 
 
@@ -128,7 +130,7 @@ PRESETS: dict[str, dict] = {
 def config_from_preset(preset: str, vocab_size: int, **overrides) -> GPTConfig:
     """GPTConfig for a named preset, a vocabulary size and optional field overrides."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise UserValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["vocab_size"] = vocab_size

@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from pipeline.errors import UserValueError
+
 DEFAULT_PIPELINES = ("rw_raw", "rw_filtered", "refinedweb")
 
 
@@ -130,7 +132,7 @@ def run(args) -> Dict[str, Any]:
         report = run_pipeline(name, args.input, os.path.join(out, name, "refined"), config=args.config, limit=args.limit)
         refined[name] = report
         if report["output_documents"] == 0:
-            raise ValueError(f"pipeline '{name}' kept no documents: nothing to train on (use more input)")
+            raise UserValueError(f"pipeline '{name}' kept no documents: nothing to train on (use more input)")
     print(f"[ablate] training one shared tokenizer on '{pipelines[0]}' (vocab {args.vocab_size})")
     tokenizer = _train_tokenizer(os.path.join(out, pipelines[0], "refined", "documents"), os.path.join(out, "tokenizer"), args.vocab_size, args.seed)
     table: List[Dict[str, Any]] = []

@@ -30,6 +30,7 @@ from pipeline.document import Document, build_schema, doc_key
 from pipeline.io import fs
 from pipeline.io import shards as shard_io
 from pipeline.stages.base import CollectionStage, DocumentStage, Stage, apply_stage
+from pipeline.errors import UserError
 
 log = logging.getLogger("webrefinery")
 
@@ -38,7 +39,7 @@ READ_STAGE = "read"
 REJECTED_TAG = "rejected"
 
 
-class RunnerOptionError(ValueError):
+class RunnerOptionError(UserError, ValueError):
     """A Beam option that this project refuses (with the reason)."""
 
 

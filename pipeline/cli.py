@@ -8,7 +8,8 @@
     refinery ablate                         raw vs filtered vs refined: same model, same budget
     refinery report OUT/                    a static HTML page of a run's funnel and signals
 
-Errors a user can fix (config typos, missing files, refused options) print one clear line and exit 2.
+Errors a user can fix (``UserError``: config typos, missing files, refused options) print one clear line and
+exit 2 (REFINERY_TRACEBACK=1 shows the traceback); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -151,17 +152,23 @@ def _load_subparser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Non
 
 
 def _user_error_types():
-    from pipeline.beam import RunnerOptionError
-    from pipeline.config import ConfigError
+    """The error boundary: the project's own ``UserError`` (both wings) and a missing file print one line;
+    everything else is a bug and keeps its traceback."""
+    from pipeline.errors import UserError
 
-    types: List[type] = [ConfigError, RunnerOptionError, FileNotFoundError]
-    for mod, name in (("pipeline.tokenize", "UsageError"), ("model.checkpoint", "CheckpointError"), ("pipeline.io.remote", "RemoteInputError"), ("model.evaluate.tasks", "EvalDataError"),
-                      ("pipeline.report", "AccountingError")):
-        try:
-            types.append(getattr(importlib.import_module(mod), name))
-        except Exception:
-            pass
+    types: List[type] = [UserError, FileNotFoundError]
+    try:  # the model wing's own base (it never imports pipeline); importing it does not import torch
+        from model.errors import UserError as ModelUserError
+
+        types.append(ModelUserError)
+    except ImportError:  # pragma: no cover - model wing not installed
+        pass
     return tuple(types)
+
+
+def _command_of(argv: Sequence[str]) -> Optional[str]:
+    """The subcommand: the first argument that is not a global option (``refinery -v run ...``)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -181,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv:
         parser.print_help()
         return EXIT_USAGE
-    if argv[0] == "run":
+    if _command_of(argv) == "run":  # unknown --flags of `run` are Beam options, also after `-v`
         args, beam_args = parser.parse_known_args(argv)
     else:
         args, beam_args = parser.parse_args(argv), []
@@ -193,9 +200,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = args._impl(args)
         return result if isinstance(result, int) else 0
     except _user_error_types() as exc:
-        print(f"refinery {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:  # validated user input (bad value, empty input) from lower layers
         if os.environ.get("REFINERY_TRACEBACK"):
             raise
         print(f"refinery {args.command}: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from pipeline.stages.base import ParamError, Stage
+from pipeline.errors import UserError
 
 # The repository's pipelines.yaml; installed packages (wheel, container) carry the same file as package
 # data (pipeline/pipelines.yaml is a symlink to it in the repository).
@@ -29,7 +30,7 @@ _REPO_CONFIG = Path(__file__).resolve().parents[1] / "pipelines.yaml"
 DEFAULT_CONFIG = _REPO_CONFIG if _REPO_CONFIG.exists() else Path(__file__).resolve().parent / "pipelines.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A problem in pipelines.yaml or a --set override, with a message meant for the user."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.errors import UserValueError
 from model.evaluate.scoring import (
     as_text_tokenizer,
     autocast_context,
@@ -217,11 +218,11 @@ def read_token_documents(files: Sequence[Path], max_tokens: int | None = None) -
         with pa.memory_map(str(path), "r") as source:
             reader = ipc.open_file(source)
             if "tokens" not in reader.schema.names:
-                raise ValueError(f"{path} has no 'tokens' column (columns: {reader.schema.names})")
+                raise UserValueError(f"{path} has no 'tokens' column (columns: {reader.schema.names})")
             for b in range(reader.num_record_batches):
                 column = reader.get_batch(b).column("tokens")
                 if not (pa.types.is_large_list(column.type) or pa.types.is_list(column.type)):
-                    raise ValueError(f"{path}: 'tokens' must be a list column, got {column.type}")
+                    raise UserValueError(f"{path}: 'tokens' must be a list column, got {column.type}")
                 values = column.values.to_numpy(zero_copy_only=False)
                 offsets = column.offsets.to_numpy()
                 valid = column.is_valid().to_numpy(zero_copy_only=False)
@@ -244,12 +245,12 @@ def evaluate_token_shards(model, tokenizer, token_dir: str | Path, params: BPBPa
     files = token_shard_files(token_dir, split)
     docs = read_token_documents(files, params.max_tokens)
     if not docs:
-        raise ValueError(f"the token shards in {token_dir} hold no documents")
+        raise UserValueError(f"the token shards in {token_dir} hold no documents")
     pieces, n_bytes = [], 0
     vocab = tok.vocab_size
     for doc in docs:
         if len(doc) and int(doc.max()) >= vocab:
-            raise ValueError(f"token id {int(doc.max())} in {token_dir} is outside the tokenizer's "
+            raise UserValueError(f"token id {int(doc.max())} in {token_dir} is outside the tokenizer's "
                              f"vocabulary ({vocab}): shards and tokenizer do not match")
         if tok.eot_id is not None and (len(doc) == 0 or doc[0] != tok.eot_id):
             pieces.append(np.asarray([tok.eot_id], dtype=np.int64))

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from model.errors import UserValueError
 from model.evaluate.tasks import DEFAULT_BPB_TEXT, TASKS, local_task_dir
 
 # torch and the scorers are imported inside the functions that use them, so that the `refinery`
@@ -41,10 +42,10 @@ def parse_task_list(text: str | Sequence[str]) -> list[str]:
     """``"bpb,hellaswag"`` -> ``["bpb", "hellaswag"]``; unknown names are an error."""
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t and t.strip()]
     if not names:
-        raise ValueError("no tasks given")
+        raise UserValueError("no tasks given")
     unknown = [t for t in names if t not in KNOWN_TASKS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(KNOWN_TASKS)}")
+        raise UserValueError(f"unknown task(s) {unknown}; known: {', '.join(KNOWN_TASKS)}")
     return list(dict.fromkeys(names))
 
 
@@ -94,7 +95,7 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str] = DEFAULT_TASKS, data_
             items = spec.loader(folder)
             if limit is not None:
                 if limit < 1:
-                    raise ValueError(f"limit must be >= 1, got {limit}")
+                    raise UserValueError(f"limit must be >= 1, got {limit}")
                 items = items[:limit]
             if spec.kind == "multiple_choice":
                 results[name] = evaluate_multiple_choice(model, tok, items, batch_size=batch_size, device=device,
@@ -213,7 +214,7 @@ def run_generate(args: argparse.Namespace):
     from model.generate import GenerationParams, generate
 
     if not args.prompt:
-        raise ValueError("give at least one --prompt")
+        raise UserValueError("give at least one --prompt")
     device = resolve_device(args.device)
     model, _config, tokenizer_json, _ = _load(args.checkpoint, device, args.tokenizer)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -26,6 +26,7 @@ folder, but only when ``allow_download=True`` (the CLI's ``--download``), never 
 
 from __future__ import annotations
 
+from model.errors import UserError
 import json
 import os
 import re
@@ -72,7 +73,7 @@ class TaskSpec:
     metrics: tuple[str, ...] = field(default=())
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError, ValueError):
     """An evaluation file is missing or malformed (message names the file and the line)."""
 
 

@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from pipeline.errors import UserValueError
 from pipeline.dedup.lsh import METRICS_NAMESPACE
 from pipeline.document import Document, doc_key
 
@@ -51,7 +52,7 @@ def run_dedup(transform: beam.PTransform, docs: Sequence[Document], beam_args: S
 
     options = PipelineOptions(list(beam_args))
     if options.view_as(DirectOptions).direct_running_mode == "multi_threading":  # refused: it loses records
-        raise ValueError("direct_running_mode=multi_threading loses records at GroupByKey here; use multi_processing")
+        raise UserValueError("direct_running_mode=multi_threading loses records at GroupByKey here; use multi_processing")
     with tempfile.TemporaryDirectory(prefix="dedup-") as tmp:
         p = beam.Pipeline(runner=FnApiRunner(), options=options)
         kept, rejected = p | "Docs" >> beam.Create(list(docs), reshuffle=True) | "Dedup" >> transform

@@ -62,6 +62,7 @@ import urllib.parse
 import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from pipeline.errors import UserValueError
 from pipeline.document import Document, make_document
 from pipeline.io.remote import (
     is_filesystem_url,
@@ -128,9 +129,9 @@ class ReaderParams:
 
     def validate(self) -> None:
         if not isinstance(self.max_bytes, int) or self.max_bytes < 1:
-            raise ValueError(f"read: 'max_bytes' = {self.max_bytes!r} must be a positive integer")
+            raise UserValueError(f"read: 'max_bytes' = {self.max_bytes!r} must be a positive integer")
         if not isinstance(self.max_expansion, int) or self.max_expansion < 1:
-            raise ValueError(f"read: 'max_expansion' = {self.max_expansion!r} must be a positive integer")
+            raise UserValueError(f"read: 'max_expansion' = {self.max_expansion!r} must be a positive integer")
 
     @property
     def record_cap(self) -> int:
@@ -160,13 +161,13 @@ def detect_format(path: str) -> str:
             for plain, fmt in _SUFFIX_FORMATS:
                 if inner.endswith(plain) and not plain.endswith(".gz") and fmt in _STREAM_FORMATS:
                     return fmt
-            raise ValueError(f"{path!r}: {suffix[1:]} compression is read for WARC, ARC, WET and JSONL files "
+            raise UserValueError(f"{path!r}: {suffix[1:]} compression is read for WARC, ARC, WET and JSONL files "
                              f"(e.g. .warc{suffix}, .jsonl{suffix}), not for this file type")
     for suffix, fmt in _SUFFIX_FORMATS:
         if name.endswith(suffix):
             return fmt
     known = ", ".join(s for s, _ in _SUFFIX_FORMATS)
-    raise ValueError(f"cannot tell the input format of {path!r} from its name (known endings: {known})")
+    raise UserValueError(f"cannot tell the input format of {path!r} from its name (known endings: {known})")
 
 
 def is_path_list(path: str) -> bool:
@@ -207,10 +208,10 @@ def read_path_list(path: str, base_url: str = DEFAULT_COMMONCRAWL_BASE_URL) -> L
             continue
         entry = line if "://" in line else base + line.lstrip("/")
         if not _is_supported(entry):
-            raise ValueError(f"path list {path!r} names {line!r}, which is not a supported input format")
+            raise UserValueError(f"path list {path!r} names {line!r}, which is not a supported input format")
         entries.append(entry)
     if not entries:
-        raise ValueError(f"path list {path!r} is empty")
+        raise UserValueError(f"path list {path!r} is empty")
     return entries
 
 
@@ -244,7 +245,7 @@ def _expand_pattern(pattern: str, base_url: str) -> List[str]:
             return read_path_list(local, base_url)
         detect_format(local)
         return [local]
-    raise ValueError(f"input {pattern!r} does not exist")
+    raise UserValueError(f"input {pattern!r} does not exist")
 
 
 def expand_inputs(
@@ -263,7 +264,7 @@ def expand_inputs(
     for pattern in patterns:
         found = _expand_pattern(str(pattern), commoncrawl_base_url)
         if not found:
-            raise ValueError(
+            raise UserValueError(
                 f"input {pattern!r} matches no supported input file "
                 f"(supported: WARC/ARC/WET, JSONL, Parquet, Arrow; or a *.paths.gz list)"
             )
@@ -303,7 +304,7 @@ def iter_records(
         return _iter_parquet(path)
     if fmt == "arrow":
         return _iter_arrow(path)
-    raise ValueError(f"unknown input format {fmt!r} for {path!r} (known: {', '.join(FORMATS)})")
+    raise UserValueError(f"unknown input format {fmt!r} for {path!r} (known: {', '.join(FORMATS)})")
 
 
 def _synthetic_id(path: str, position: int) -> str:
@@ -1399,7 +1400,7 @@ _BATCH_ROWS = 1024
 
 def _table_columns(path: str, names: List[str]) -> List[str]:
     if "text" not in names:
-        raise ValueError(f"{path} has no 'text' column (columns: {', '.join(names)})")
+        raise UserValueError(f"{path} has no 'text' column (columns: {', '.join(names)})")
     return [c for c in _TABLE_COLUMNS if c in names]
 
 

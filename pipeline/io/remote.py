@@ -12,6 +12,7 @@ message that says how to pass local files instead.
 
 from __future__ import annotations
 
+from pipeline.errors import UserError
 import os
 import re
 import urllib.error
@@ -24,7 +25,7 @@ USER_AGENT = "webrefinery/0.1 (+https://github.com/webrefinery)"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
-class RemoteInputError(OSError):
+class RemoteInputError(UserError, OSError):
     """A remote input could not be listed or opened (the message says what to do instead)."""
 
 

@@ -29,9 +29,10 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Opti
 import pyarrow as pa
 
 from pipeline.document import Document
+from pipeline.errors import UserError
 
 
-class ParamError(ValueError):
+class ParamError(UserError, ValueError):
     """A stage parameter is missing, unknown or out of range (message names stage and key)."""
 
 

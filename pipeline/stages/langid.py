@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.errors import UserError
 
 STAGE = "langid"
 LABEL_PREFIX = "__label__"
@@ -43,7 +44,7 @@ FASTTEXT_MAGIC = 793712314  # first int32 of every fastText model file
 ALL_LANGUAGES = "*"
 
 
-class LanguageModelError(ValueError):
+class LanguageModelError(UserError, ValueError):
     """The language-ID model file is missing, unreadable or not a fastText supervised model."""
 
 

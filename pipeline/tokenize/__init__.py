@@ -15,5 +15,7 @@ the 256 byte symbols, then merges); every document's token row ends with it.
 EOT_TOKEN = "<|endoftext|>"
 
 
-class UsageError(ValueError):
+from pipeline.errors import UserError
+
+class UsageError(UserError, ValueError):
     """Bad user input (path, empty input, impossible parameter): the CLI prints the one-line message."""
