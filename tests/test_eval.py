@@ -116,11 +116,14 @@ def memorizing_model(tokenizer) -> GPT:
 # ----------------------------------------------------------------------------- loaders
 
 
-@pytest.mark.parametrize("name,count", [("hellaswag", 10042), ("arc_easy", 570), ("arc_challenge", 299),
-                                        ("piqa", 1838), ("lambada", 5153)])
-def test_loaders_parse_every_shared_eval_file(name, count):
-    items = load_task(name, eval_dir())
-    assert len(items) == count == TASKS[name].expected_count
+@pytest.mark.parametrize("name,split,count", [("hellaswag", None, 10042), ("arc_easy", None, 2376),
+                                              ("arc_challenge", None, 1172), ("arc_easy", "validation", 570),
+                                              ("arc_challenge", "validation", 299), ("piqa", None, 1838),
+                                              ("lambada", None, 5153)])
+def test_loaders_parse_every_shared_eval_file(name, split, count):
+    items = load_task(name, eval_dir(), split=split)
+    spec = TASKS[name]
+    assert len(items) == count == spec.splits[spec.split_for(split)].expected_count
     for item in items:
         if isinstance(item, MultipleChoiceItem):
             assert 0 <= item.gold < len(item.choices) and len(item.choices) >= 2
@@ -134,9 +137,9 @@ def test_loaders_format_items_like_the_harness():
     hs = load_task("hellaswag", eval_dir(), limit=1)[0]
     assert hs.context == "Roof shingle removal: A man is sitting on a roof. He"
     assert hs.choices[3] == "starts pulling up roofing on a roof." and hs.gold == 3
-    arc = load_task("arc_easy", eval_dir(), limit=1)[0]
+    arc = load_task("arc_easy", eval_dir(), limit=1, split="validation")[0]
     assert arc.context == "Question: Which technology was developed most recently?\nAnswer:"
-    assert arc.choices[arc.gold] == "cellular telephone"
+    assert arc.choices[arc.gold] == "cellular telephone" and arc.source_id == "MCAS_2000_4_6"
     piqa = load_task("piqa", eval_dir(), limit=2)
     assert piqa[0].context.startswith("Question: How do I ready a guinea pig cage") and piqa[0].gold == 0
     assert piqa[1].gold == 1
@@ -159,9 +162,11 @@ def test_missing_files_and_bad_names_are_clear_errors(tmp_path, monkeypatch):
         load_task("winogrande", tmp_path)
     with pytest.raises(ValueError, match="unknown task"):
         parse_task_list("bpb,mmlu")
-    (tmp_path / "arc_easy_validation.jsonl").write_text('{"question": "q"\n')
+    (tmp_path / "arc_easy_test.jsonl").write_text('{"question": "q"\n')
     with pytest.raises(EvalDataError, match="not valid JSON"):
         load_task("arc_easy", tmp_path)
+    with pytest.raises(EvalDataError, match="no 'test' split"):
+        load_task("hellaswag", tmp_path, split="test")
     monkeypatch.setenv("WEBREFINERY_EVAL_DIR", str(tmp_path))
     assert resolve_data_dir(None) == tmp_path
     # a URL base is never fetched without permission

@@ -19,7 +19,11 @@ depend on the tokenizer, so models with different vocabularies compare.
   bytes are the UTF-8 bytes of each document's decoded tokens.
 
 Metrics: ``bpb``, ``bits_per_token``, ``ppl`` (token perplexity = exp(NLL / tokens)), ``tokens``,
-``bytes``, ``n`` (documents).
+``bytes``, ``n`` (documents). They are computed from one record per document (``doc_id``, ``tokens``,
+``bytes``, ``nll`` in nats; the text file is one document, a token shard row is one): total NLL =
+``math.fsum`` of the documents' NLLs, tokens and bytes their sums. ``return_details=True`` adds the
+records as ``details`` (the lines of ``refinery eval --log-samples``), and they recompute the metrics
+exactly (``summarize_documents``).
 """
 
 from __future__ import annotations
@@ -146,20 +150,38 @@ def summarize_nll(nll: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray
     """
     lengths = byte_lengths[np.asarray(targets, dtype=np.int64)]
     keep = lengths > 0
-    total = float(nll[keep].sum())
-    n_tokens = int(keep.sum())
     if n_bytes is None:
         n_bytes = int(lengths.sum())
+    return metrics_from_totals(float(nll[keep].sum()), int(keep.sum()), int(n_bytes), n_docs)
+
+
+def metrics_from_totals(total_nll: float, n_tokens: int, n_bytes: int, n_docs: int) -> dict:
+    """``bpb``, ``bits_per_token``, ``ppl``, ``tokens``, ``bytes``, ``n`` from totals."""
     if n_tokens == 0:
         raise ValueError("nothing to score: the text has no tokens after the first")
     return {
-        "bpb": bits_per_byte(total, n_bytes),
-        "bits_per_token": total / (n_tokens * LN2),
-        "ppl": math.exp(total / n_tokens),
+        "bpb": bits_per_byte(total_nll, n_bytes),
+        "bits_per_token": total_nll / (n_tokens * LN2),
+        "ppl": math.exp(total_nll / n_tokens),
         "tokens": n_tokens,
         "bytes": int(n_bytes),
         "n": n_docs,
     }
+
+
+def document_record(doc_id: int, nll: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
+                    n_bytes: int, **origin) -> dict:
+    """One document's scored tokens (special-token targets left out), bytes and NLL (nats)."""
+    keep = byte_lengths[np.asarray(targets, dtype=np.int64)] > 0
+    total = float(nll[keep].sum())
+    return {"doc_id": doc_id, **origin, "tokens": int(keep.sum()), "bytes": int(n_bytes), "nll": total,
+            "bpb": total / (n_bytes * LN2) if n_bytes > 0 else None}
+
+
+def summarize_documents(records: Sequence[dict]) -> dict:
+    """The bits-per-byte metrics of a list of document records (see the module docstring)."""
+    return metrics_from_totals(math.fsum(r["nll"] for r in records), sum(r["tokens"] for r in records),
+                               sum(r["bytes"] for r in records), len(records))
 
 
 def read_text_file(path: str | Path) -> str:
@@ -170,8 +192,9 @@ def read_text_file(path: str | Path) -> str:
     return path.read_text(encoding="utf-8")  # universal newlines: \r\n -> \n
 
 
-def evaluate_text(model, tokenizer, text: str, params: BPBParams | None = None, device=None) -> dict:
-    """Bits per byte and perplexity of ``text`` (see module docstring)."""
+def evaluate_text(model, tokenizer, text: str, params: BPBParams | None = None, device=None,
+                  return_details: bool = False, source: str | None = None) -> dict:
+    """Bits per byte and perplexity of ``text`` (see module docstring): one document."""
     params = params or BPBParams()
     tok = as_text_tokenizer(tokenizer)
     ids = tok.encode(text)
@@ -186,13 +209,18 @@ def evaluate_text(model, tokenizer, text: str, params: BPBParams | None = None, 
         n_bytes -= int(tok.token_byte_lengths()[stream[0]]) if len(stream) else 0
     nll = sliding_window_nll(model, stream, params.max_length, params.stride, params.batch_size, device,
                              params.dtype)
-    return summarize_nll(nll, stream[1:], tok.token_byte_lengths(), n_bytes, n_docs=1)
+    origin = {} if source is None else {"source": source}
+    records = [document_record(0, nll, stream[1:], tok.token_byte_lengths(), n_bytes, **origin)]
+    out = summarize_documents(records)
+    if return_details:
+        out["details"] = records
+    return out
 
 
 def evaluate_text_file(model, tokenizer, path: str | Path, params: BPBParams | None = None,
-                       device=None) -> dict:
+                       device=None, return_details: bool = False) -> dict:
     """``evaluate_text`` on a UTF-8 file; adds ``source`` to the metrics."""
-    out = evaluate_text(model, tokenizer, read_text_file(path), params, device)
+    out = evaluate_text(model, tokenizer, read_text_file(path), params, device, return_details, source=str(path))
     out["source"] = str(path)
     return out
 
@@ -207,8 +235,13 @@ def token_shard_files(token_dir: str | Path, split: str = "val") -> list[Path]:
     return files
 
 
-def read_token_documents(files: Sequence[Path], max_tokens: int | None = None) -> list[np.ndarray]:
-    """Documents (token arrays) from Arrow IPC token shards, stopping once ``max_tokens`` are read."""
+def read_token_documents(files: Sequence[Path], max_tokens: int | None = None,
+                         origins: list | None = None) -> list[np.ndarray]:
+    """Documents (token arrays) from Arrow IPC token shards, stopping once ``max_tokens`` are read.
+
+    When ``origins`` is a list, one dict per document is appended to it: ``shard`` (file name),
+    ``row`` (row in the file) and ``id`` (the row's ``id`` column, when the shard has one).
+    """
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
@@ -219,8 +252,12 @@ def read_token_documents(files: Sequence[Path], max_tokens: int | None = None) -
             reader = ipc.open_file(source)
             if "tokens" not in reader.schema.names:
                 raise UserValueError(f"{path} has no 'tokens' column (columns: {reader.schema.names})")
+            row_base = 0
             for b in range(reader.num_record_batches):
-                column = reader.get_batch(b).column("tokens")
+                batch = reader.get_batch(b)
+                column = batch.column("tokens")
+                ids = (batch.column("id").to_pylist() if origins is not None and "id" in batch.schema.names
+                       else None)
                 if not (pa.types.is_large_list(column.type) or pa.types.is_list(column.type)):
                     raise UserValueError(f"{path}: 'tokens' must be a list column, got {column.type}")
                 values = column.values.to_numpy(zero_copy_only=False)
@@ -231,43 +268,61 @@ def read_token_documents(files: Sequence[Path], max_tokens: int | None = None) -
                         continue
                     doc = np.asarray(values[offsets[i]:offsets[i + 1]], dtype=np.int64)
                     docs.append(doc)
+                    if origins is not None:
+                        origin = {"shard": path.name, "row": row_base + i}
+                        if ids is not None:
+                            origin["id"] = ids[i]
+                        origins.append(origin)
                     total += len(doc)
                     if max_tokens is not None and total >= max_tokens:
                         return docs
+                row_base += len(column)
     return docs
 
 
 def evaluate_token_shards(model, tokenizer, token_dir: str | Path, params: BPBParams | None = None,
-                          device=None, split: str = "val") -> dict:
-    """Bits per byte and perplexity on held-out token shards (see module docstring)."""
+                          device=None, split: str = "val", return_details: bool = False) -> dict:
+    """Bits per byte and perplexity on held-out token shards (see module docstring).
+
+    Each document is scored in the joined stream (its first token predicted from the end-of-text
+    token before it); its record counts the bytes of its scored tokens, decoded.
+    """
     params = params or BPBParams()
     tok = as_text_tokenizer(tokenizer)
     files = token_shard_files(token_dir, split)
-    docs = read_token_documents(files, params.max_tokens)
+    origins: list[dict] = []
+    docs = read_token_documents(files, params.max_tokens, origins)
     if not docs:
         raise UserValueError(f"the token shards in {token_dir} hold no documents")
-    pieces, n_bytes = [], 0
+    pieces, spans = [], []  # spans: (begin, end) of each document in the stream, its end-of-text included
+    position = 0
     vocab = tok.vocab_size
     for doc in docs:
         if len(doc) and int(doc.max()) >= vocab:
             raise UserValueError(f"token id {int(doc.max())} in {token_dir} is outside the tokenizer's "
                              f"vocabulary ({vocab}): shards and tokenizer do not match")
+        begin = position
         if tok.eot_id is not None and (len(doc) == 0 or doc[0] != tok.eot_id):
             pieces.append(np.asarray([tok.eot_id], dtype=np.int64))
+            position += 1
         pieces.append(doc)
-        n_bytes += len(tok.decode(doc.tolist(), skip_special_tokens=True).encode("utf-8"))
+        position += len(doc)
+        spans.append((begin, position))
     stream = np.concatenate(pieces)
     if params.max_tokens is not None:
         stream = stream[:params.max_tokens + 1]
-        # bytes of exactly the part scored
-        n_bytes = None
     nll = sliding_window_nll(model, stream, params.max_length, params.stride, params.batch_size, device,
                              params.dtype)
-    if n_bytes is None:
-        scored = stream[1:]
+    byte_lengths = tok.token_byte_lengths()
+    records = []
+    for doc_id, ((begin, end), origin) in enumerate(zip(spans, origins)):
+        lo, hi = max(begin, 1), min(end, len(stream))  # stream positions of the document's scored targets
+        hi = max(hi, lo)
+        scored = stream[lo:hi]
         n_bytes = len(tok.decode(scored.tolist(), skip_special_tokens=True).encode("utf-8"))
-    elif tok.eot_id is None:
-        n_bytes -= int(tok.token_byte_lengths()[stream[0]])  # the first token is never predicted
-    out = summarize_nll(nll, stream[1:], tok.token_byte_lengths(), n_bytes, n_docs=len(docs))
+        records.append(document_record(doc_id, nll[lo - 1:hi - 1], scored, byte_lengths, n_bytes, **origin))
+    out = summarize_documents(records)
     out["source"] = str(files[0].parent)
+    if return_details:
+        out["details"] = records
     return out

@@ -9,9 +9,15 @@ The ``refinery`` command (pipeline/cli.py) adds a sub-command per pair::
 
 The same sub-commands also run without it: ``python -m model.evaluate.cli eval --checkpoint run/``.
 
-Results of ``eval`` are ``{task: {metric: value, ..., "n": items}}`` (``bpb`` is the bits-per-byte
-"task"), written as JSON to ``eval.json`` inside the evaluated checkpoint's step folder (or to
-``--output``) and printed as a table.
+Results of ``eval`` are ``{task: {metric: value, ..., "n": items, "split": ...}}`` (``bpb`` is the
+bits-per-byte "task"), written as JSON to ``eval.json`` inside the evaluated checkpoint's step folder
+(or to ``--output``) and printed as a table. Every result names its split: by default the one
+lm-evaluation-harness reports (ARC: test; ``--split validation`` scores the tasks that have one on it);
+bits per byte says ``test`` for WikiText-2 raw test, ``validation`` for a run's held-out token shards and
+``custom`` for a ``--text`` file of your own. Multiple-choice and LAMBADA results count ``windowed``
+items (a continuation longer than the model's context, scored in windows: the harness refuses those).
+``--log-samples DIR`` writes ``DIR/samples_<task>.jsonl``, one line per item (per document for bits
+per byte), from which the aggregate metrics recompute exactly; field names are in the README.
 
 Where the eval sets come from: ``--data-dir`` (a folder, or an ``http(s)://`` base URL that serves
 the same file names, used only with ``--download``), else ``$WEBREFINERY_EVAL_DIR``, else
@@ -29,7 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from model.errors import UserValueError
-from model.evaluate.tasks import DEFAULT_BPB_TEXT, TASKS, local_task_dir
+from model.evaluate.tasks import DEFAULT_BPB_SPLIT, DEFAULT_BPB_TEXT, SPLITS, TASKS, local_task_dir
 
 # torch and the scorers are imported inside the functions that use them, so that the `refinery`
 # command can add these sub-commands' arguments without importing torch (an optional extra).
@@ -61,58 +67,109 @@ def resolve_device(device: str | None) -> str:
 def evaluate(model, tokenizer, tasks: str | Sequence[str] = DEFAULT_TASKS, data_dir=None, limit: int | None = None,
              *, batch_size: int = 32, device=None, dtype: str | None = None, text: str | Path | None = None,
              tokens: str | Path | None = None, bpb_params=None, allow_download: bool = False,
-             log=None) -> dict:
-    """Run the named tasks; returns ``{task: {metric: value, ..., "n": items}}``.
+             split: str | None = None, samples_dir: str | Path | None = None, log=None) -> dict:
+    """Run the named tasks; returns ``{task: {metric: value, ..., "n": items, "split": split}}``.
 
     ``bpb`` measures bits per byte on ``tokens`` (token shards, ``DIR/val/*.arrow``) and/or ``text``
     (a text file); with neither it uses WikiText-2 raw test from the data dir. With both, the token
     shards' result is ``bpb`` and the text's is ``bpb_text``. ``limit`` caps the items per task.
-    ``bpb_params`` is a ``model.evaluate.bpb.BPBParams`` (window, stride, token cap).
+    ``bpb_params`` is a ``model.evaluate.bpb.BPBParams`` (window, stride, token cap). ``split``
+    (``test``/``validation``) is used by every task that has it, the others keep their default split.
+    ``samples_dir`` writes one ``samples_<task>.jsonl`` per result there (see ``write_samples``).
     """
-    from model.evaluate.bpb import BPBParams, evaluate_text_file, evaluate_token_shards
-    from model.evaluate.scoring import as_text_tokenizer, evaluate_continuations, evaluate_multiple_choice
+    from model.evaluate.scoring import as_text_tokenizer
 
     names = parse_task_list(tasks)
+    if split is not None and split not in SPLITS:
+        raise UserValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     tok = as_text_tokenizer(tokenizer)
     log = log or (lambda msg: None)
+    details = samples_dir is not None
     results: dict[str, dict] = {}
     folder = None
     needs_folder = [t for t in names if t != "bpb"] + (["bpb"] if "bpb" in names and not (text or tokens) else [])
     if needs_folder:
-        folder = local_task_dir(data_dir, needs_folder, allow_download=allow_download)
+        folder = local_task_dir(data_dir, needs_folder, allow_download=allow_download, split=split)
     for name in names:
         start = time.perf_counter()
         if name == "bpb":
-            params = bpb_params or BPBParams(batch_size=max(1, batch_size // 4), dtype=dtype)
-            if tokens is not None:
-                results["bpb"] = evaluate_token_shards(model, tok, tokens, params, device)
-            if text is not None or tokens is None:
-                source = Path(text) if text is not None else Path(folder) / DEFAULT_BPB_TEXT
-                results["bpb_text" if tokens is not None else "bpb"] = evaluate_text_file(
-                    model, tok, source, params, device)
+            results.update(_bits_per_byte(model, tok, folder, text, tokens, bpb_params, batch_size, dtype, device,
+                                          details))
         else:
             spec = TASKS[name]
-            items = spec.loader(folder)
-            if limit is not None:
-                if limit < 1:
-                    raise UserValueError(f"limit must be >= 1, got {limit}")
-                items = items[:limit]
-            if spec.kind == "multiple_choice":
-                results[name] = evaluate_multiple_choice(model, tok, items, batch_size=batch_size, device=device,
-                                                         dtype=dtype)
-            else:
-                results[name] = evaluate_continuations(model, tok, items, batch_size=batch_size, device=device,
-                                                       dtype=dtype)
+            task_split = spec.split_for(split)
+            if split is not None and task_split != split:
+                log(f"{name}: has no {split} split, scored on {task_split}")
+            results[name] = _zero_shot(model, tok, name, folder, task_split, limit, batch_size, dtype, device,
+                                       details)
         log(f"{name}: done in {time.perf_counter() - start:.1f}s")
+    if samples_dir is not None:
+        for path in write_samples(results, samples_dir):
+            log(f"samples: {path}")
     return results
 
 
+def _zero_shot(model, tok, name: str, folder, split: str, limit, batch_size, dtype, device, details) -> dict:
+    """One zero-shot task on one split: its metrics, ``split`` and (with ``details``) its item records."""
+    from model.evaluate.scoring import evaluate_continuations, evaluate_multiple_choice
+
+    spec = TASKS[name]
+    items = spec.splits[split].loader(folder)
+    if limit is not None:
+        if limit < 1:
+            raise UserValueError(f"limit must be >= 1, got {limit}")
+        items = items[:limit]
+    scorer = evaluate_multiple_choice if spec.kind == "multiple_choice" else evaluate_continuations
+    result = scorer(model, tok, items, batch_size=batch_size, device=device, dtype=dtype, return_details=details)
+    result["split"] = split
+    return result
+
+
+def _bits_per_byte(model, tok, folder, text, tokens, bpb_params, batch_size, dtype, device, details) -> dict:
+    """``bpb`` (and ``bpb_text`` when both token shards and a text are given), each naming its split."""
+    from model.evaluate.bpb import BPBParams, evaluate_text_file, evaluate_token_shards
+
+    params = bpb_params or BPBParams(batch_size=max(1, batch_size // 4), dtype=dtype)
+    out = {}
+    if tokens is not None:
+        out["bpb"] = evaluate_token_shards(model, tok, tokens, params, device, return_details=details)
+        out["bpb"]["split"] = "validation"  # the run's held-out token shards (DIR/val)
+    if text is not None or tokens is None:
+        source = Path(text) if text is not None else Path(folder) / DEFAULT_BPB_TEXT
+        key = "bpb_text" if tokens is not None else "bpb"
+        out[key] = evaluate_text_file(model, tok, source, params, device, return_details=details)
+        out[key]["split"] = DEFAULT_BPB_SPLIT if source.name == DEFAULT_BPB_TEXT else "custom"
+    return out
+
+
+def write_samples(results: dict, samples_dir: str | Path) -> list[Path]:
+    """Move each result's ``details`` into ``samples_dir/samples_<task>.jsonl`` (one JSON object per line,
+    each with ``task`` and ``split`` first); returns the files written. Results without details are skipped."""
+    folder = Path(samples_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task, metrics in results.items():
+        records = metrics.pop("details", None)
+        if records is None:
+            continue
+        path = folder / f"samples_{task}.jsonl"
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps({"task": task, "split": metrics.get("split"), **record},
+                                        ensure_ascii=False) + "\n")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
 def format_results_table(results: dict) -> str:
-    """A plain-text table: one row per task and metric (stderr columns folded in as ±)."""
-    rows = [("task", "metric", "value", "n")]
+    """A plain-text table: one row per task and metric (stderr columns folded in as ±), with the split each
+    task was scored on and its count of ``windowed`` items."""
+    rows = [("task", "split", "metric", "value", "n", "windowed")]
     for task, metrics in results.items():
         for metric, value in metrics.items():
-            if metric in ("n", "source") or metric.endswith("_stderr"):
+            if metric in ("n", "source", "split", "windowed", "details") or metric.endswith("_stderr"):
                 continue
             if isinstance(value, float):
                 shown = f"{value:.4f}" if math.isfinite(value) else str(value)
@@ -121,11 +178,12 @@ def format_results_table(results: dict) -> str:
                     shown += f" ± {err:.4f}"
             else:
                 shown = str(value)
-            rows.append((task, metric, shown, str(metrics.get("n", ""))))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            rows.append((task, str(metrics.get("split", "")), metric, shown, str(metrics.get("n", "")),
+                         str(metrics.get("windowed", ""))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
+        lines.append("  ".join(cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -153,6 +211,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                              "an http(s):// base URL is fetched only with --download")
     parser.add_argument("--download", action="store_true", help="allow fetching eval files from a URL --data-dir")
     parser.add_argument("--limit", type=int, default=None, help="at most N items per task")
+    parser.add_argument("--split", default=None, choices=list(SPLITS),
+                        help="score every task that has this split on it (default: the split lm-evaluation-harness "
+                             "reports: ARC test, HellaSwag/PIQA validation, LAMBADA test)")
+    parser.add_argument("--log-samples", default=None, metavar="DIR",
+                        help="write DIR/samples_<task>.jsonl: one line per item (per document for bpb)")
     parser.add_argument("--text", default=None, help="text file for bits per byte (default WikiText-2 raw test)")
     parser.add_argument("--tokens", default=None, help="token shard folder for bits per byte (DIR/val/*.arrow)")
     parser.add_argument("--max-tokens", type=int, default=None, help="bits per byte over at most N tokens")
@@ -177,7 +240,8 @@ def run_eval(args: argparse.Namespace) -> dict:
                            dtype=args.dtype)
     results = evaluate(model, tokenizer_json, args.tasks, args.data_dir, args.limit, batch_size=args.batch_size,
                        device=device, dtype=args.dtype, text=args.text, tokens=args.tokens, bpb_params=bpb_params,
-                       allow_download=args.download, log=lambda m: print(m, file=sys.stderr, flush=True))
+                       allow_download=args.download, split=args.split, samples_dir=args.log_samples,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
     output = Path(args.output) if args.output else Path(step_dir) / "eval.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -14,7 +14,10 @@
 - ``evaluate_multiple_choice`` turns those scores into ``acc`` (argmax of the summed log-likelihood)
   and ``acc_norm`` (argmax of the sum divided by the choice's length in characters);
   ``evaluate_continuations`` gives LAMBADA's ``acc`` (greedy match) and ``ppl`` (exp of minus the
-  mean per-item log-likelihood).
+  mean per-item log-likelihood). Both count ``windowed`` items (a continuation longer than the model's
+  context, scored in several windows; the harness refuses such items) and, with ``return_details``,
+  give one record per item (``samples``: the lines of ``refinery eval --log-samples``) from which the
+  aggregate metrics recompute exactly.
 """
 
 from __future__ import annotations
@@ -229,11 +232,14 @@ def encode_requests(tokenizer: TextTokenizer, pairs: Sequence[tuple[str, str]]
 
 @dataclass(frozen=True)
 class ContinuationScore:
-    """Summed log-likelihood of a continuation, whether greedy decoding yields it, its token count."""
+    """Summed log-likelihood of a continuation, whether greedy decoding yields it, its token count, and
+    the number of model windows it was scored in (more than 1 only when the continuation is longer than
+    the model's context)."""
 
     loglikelihood: float
     is_greedy: bool
     n_tokens: int
+    windows: int = 1
 
 
 def continuation_pieces(context: Sequence[int], continuation: Sequence[int], max_length: int
@@ -271,12 +277,15 @@ def score_continuations(model, requests: Sequence[tuple[Sequence[int], Sequence[
     max_length = max_length or model_block_size(model)
     device = torch.device(device) if device is not None else model_device(model)
     prepared = []  # (request index, input ids, scored target ids)
+    windows = []
     for i, (ctx, cont) in enumerate(requests):
         if len(cont) == 0:
             raise ValueError(f"request {i} has an empty continuation")
         if len(ctx) == 0:
             raise ValueError(f"request {i} has an empty context (use the end-of-text token)")
-        for inp, targets in continuation_pieces(ctx, cont, max_length):
+        pieces = continuation_pieces(ctx, cont, max_length)
+        windows.append(len(pieces))
+        for inp, targets in pieces:
             prepared.append((i, inp, targets))
     order = sorted(range(len(prepared)), key=lambda k: -len(prepared[k][1]))
     totals = [0.0] * len(requests)
@@ -309,7 +318,8 @@ def score_continuations(model, requests: Sequence[tuple[Sequence[int], Sequence[
                 offset += n
     finally:
         model.train(was_training)
-    return [ContinuationScore(loglikelihood=totals[i], is_greedy=greedy_all[i], n_tokens=len(cont))
+    return [ContinuationScore(loglikelihood=totals[i], is_greedy=greedy_all[i], n_tokens=len(cont),
+                              windows=windows[i])
             for i, (_, cont) in enumerate(requests)]
 
 
@@ -321,7 +331,11 @@ def binomial_stderr(p: float, n: int) -> float:
 def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoiceItem], batch_size: int = 32,
                              max_length: int | None = None, device=None, dtype: str | None = None,
                              return_details: bool = False) -> dict:
-    """``acc``, ``acc_norm`` (and stderrs), ``chance`` and ``n`` for multiple-choice items."""
+    """``acc``, ``acc_norm`` (and stderrs), ``chance``, ``windowed`` and ``n`` for multiple-choice items.
+
+    With ``return_details`` the result also holds ``details``: one record per item, in order (see
+    ``multiple_choice_record``).
+    """
     tok = as_text_tokenizer(tokenizer)
     pairs = []
     for item in items:
@@ -330,43 +344,94 @@ def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoiceIte
     requests = encode_requests(tok, pairs)
     scores = score_continuations(model, requests, batch_size=batch_size, max_length=max_length,
                                  device=device, dtype=dtype, pad_id=tok.eot_id or 0)
-    correct = correct_norm = 0
+    correct = correct_norm = windowed = 0
     chance = 0.0
     details = []
     k = 0
-    for item in items:
-        lls = np.array([scores[k + j].loglikelihood for j in range(len(item.choices))])
-        lengths = np.array([float(len(c)) for c in item.choices])
+    for doc_id, item in enumerate(items):
+        item_scores = scores[k:k + len(item.choices)]
         k += len(item.choices)
-        pred = int(np.argmax(lls))
-        pred_norm = int(np.argmax(lls / np.maximum(lengths, 1.0)))
-        correct += pred == item.gold
-        correct_norm += pred_norm == item.gold
+        record = multiple_choice_record(doc_id, item, item_scores)
+        correct += record["acc"] == 1.0
+        correct_norm += record["acc_norm"] == 1.0
+        windowed += record["windowed"]
         chance += 1.0 / len(item.choices)
         if return_details:
-            details.append({"loglikelihoods": lls.tolist(), "pred": pred, "pred_norm": pred_norm,
-                            "gold": item.gold})
+            details.append(record)
     n = len(items)
     acc = correct / n if n else float("nan")
     acc_norm = correct_norm / n if n else float("nan")
     out = {"acc": acc, "acc_stderr": binomial_stderr(acc, n), "acc_norm": acc_norm,
            "acc_norm_stderr": binomial_stderr(acc_norm, n), "chance": chance / n if n else float("nan"),
-           "n": n}
+           "windowed": windowed, "n": n}
     if return_details:
         out["details"] = details
     return out
 
 
+def multiple_choice_record(doc_id: int, item: MultipleChoiceItem, scores: Sequence[ContinuationScore]) -> dict:
+    """One multiple-choice item as scored: the fields of a ``--log-samples`` line.
+
+    ``pred`` is the argmax of the summed log-likelihoods (``acc``), ``pred_norm`` the argmax of the
+    sums divided by each choice's length in characters (``acc_norm``); ties go to the first choice,
+    as with the harness's ``np.argmax``. ``windowed`` is true when any choice was longer than the
+    model's context.
+    """
+    lls = np.array([s.loglikelihood for s in scores])
+    lengths = np.array([float(len(c)) for c in item.choices])
+    pred = int(np.argmax(lls))
+    pred_norm = int(np.argmax(lls / np.maximum(lengths, 1.0)))
+    return {
+        "doc_id": doc_id,
+        "source_id": item.source_id,
+        "context": item.context,
+        "target_delimiter": item.target_delimiter,
+        "choices": list(item.choices),
+        "gold": item.gold,
+        "loglikelihoods": lls.tolist(),
+        "n_tokens": [s.n_tokens for s in scores],
+        "n_chars": [len(c) for c in item.choices],
+        "is_greedy": [s.is_greedy for s in scores],
+        "pred": pred,
+        "pred_norm": pred_norm,
+        "acc": 1.0 if pred == item.gold else 0.0,
+        "acc_norm": 1.0 if pred_norm == item.gold else 0.0,
+        "windowed": any(s.windows > 1 for s in scores),
+    }
+
+
+def continuation_record(doc_id: int, item: ContinuationItem, score: ContinuationScore) -> dict:
+    """One continuation item (LAMBADA) as scored: the fields of a ``--log-samples`` line."""
+    return {
+        "doc_id": doc_id,
+        "source_id": item.source_id,
+        "context": item.context,
+        "target": item.continuation,
+        "loglikelihood": score.loglikelihood,
+        "n_tokens": score.n_tokens,
+        "is_greedy": score.is_greedy,
+        "acc": 1.0 if score.is_greedy else 0.0,
+        "windowed": score.windows > 1,
+    }
+
+
 def evaluate_continuations(model, tokenizer, items: Sequence[ContinuationItem], batch_size: int = 32,
-                           max_length: int | None = None, device=None, dtype: str | None = None) -> dict:
-    """LAMBADA-style metrics: ``acc`` (greedy reproduces the target), ``ppl`` of the target, ``n``."""
+                           max_length: int | None = None, device=None, dtype: str | None = None,
+                           return_details: bool = False) -> dict:
+    """LAMBADA-style metrics: ``acc`` (greedy reproduces the target), ``ppl`` of the target, ``windowed``,
+    ``n``; ``details`` (one ``continuation_record`` per item) with ``return_details``."""
     tok = as_text_tokenizer(tokenizer)
     requests = encode_requests(tok, [(it.context, it.continuation) for it in items])
     scores = score_continuations(model, requests, batch_size=batch_size, max_length=max_length,
                                  device=device, dtype=dtype, pad_id=tok.eot_id or 0)
     n = len(items)
     if n == 0:
-        return {"acc": float("nan"), "ppl": float("nan"), "n": 0}
-    acc = sum(s.is_greedy for s in scores) / n
-    mean_ll = sum(s.loglikelihood for s in scores) / n
-    return {"acc": acc, "acc_stderr": binomial_stderr(acc, n), "ppl": math.exp(-mean_ll), "n": n}
+        return {"acc": float("nan"), "ppl": float("nan"), "windowed": 0, "n": 0}
+    records = [continuation_record(i, item, score) for i, (item, score) in enumerate(zip(items, scores))]
+    acc = sum(r["acc"] == 1.0 for r in records) / n
+    mean_ll = sum(r["loglikelihood"] for r in records) / n
+    out = {"acc": acc, "acc_stderr": binomial_stderr(acc, n), "ppl": math.exp(-mean_ll),
+           "windowed": sum(r["windowed"] for r in records), "n": n}
+    if return_details:
+        out["details"] = records
+    return out

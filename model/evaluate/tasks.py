@@ -18,6 +18,11 @@ Prompt formats follow the harness's task definitions (zero-shot, no description)
 - PIQA: ``"Question: " + goal + "\\nAnswer:"``; choices ``[sol1, sol2]``; gold from the labels file.
 - LAMBADA: context = the text up to its last space; continuation = ``" " + last word``.
 
+Splits are the ones the harness reports: HellaSwag and PIQA validation (their test labels are not
+public), ARC-Easy and ARC-Challenge **test** (2,376 / 1,172 questions; the validation files, 570 / 299,
+stay available as ``split="validation"``), LAMBADA (OpenAI) test. ``TaskSpec.splits`` lists what each
+task has; every result names the split it was scored on.
+
 Where the files live: ``resolve_data_dir`` takes an explicit folder, else the environment variable
 ``WEBREFINERY_EVAL_DIR``, else ``../shared/data/eval`` beside the repository. A user who is online
 may instead pass an ``http(s)://`` base URL as the data dir; files are then downloaded into a cache
@@ -50,6 +55,7 @@ class MultipleChoiceItem:
     choices: list[str]
     gold: int
     target_delimiter: str = " "
+    source_id: str | None = None  # the row's own id in the file (ARC ``id``, HellaSwag ``ind``), if any
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,45 @@ class ContinuationItem:
 
     context: str
     continuation: str
+    source_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split of a task: the files it needs (relative to the data dir), its loader, its size."""
+
+    files: tuple[str, ...]
+    loader: Callable[[Path], list]
+    expected_count: int | None = None
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task: its kind, the files it needs (relative to the data dir) and its loader."""
+    """A task: its kind, its splits, the split scored by default (the harness's), chance and metrics."""
 
     name: str
     kind: str  # "multiple_choice" | "continuation"
-    files: tuple[str, ...]
-    loader: Callable[[Path], list]
-    expected_count: int | None = None
+    splits: dict[str, SplitSpec]
+    default_split: str
     chance: float | None = None
     metrics: tuple[str, ...] = field(default=())
+
+    def split_for(self, preferred: str | None = None) -> str:
+        """``preferred`` when the task has that split, else its default split."""
+        return preferred if preferred in self.splits else self.default_split
+
+    # the default split's files, loader and size
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.splits[self.default_split].files
+
+    @property
+    def loader(self) -> Callable[[Path], list]:
+        return self.splits[self.default_split].loader
+
+    @property
+    def expected_count(self) -> int | None:
+        return self.splits[self.default_split].expected_count
 
 
 class EvalDataError(UserError, ValueError):
@@ -123,6 +155,7 @@ def hellaswag_item_from_row(row: dict) -> MultipleChoiceItem:
         context=preprocess_hellaswag_text(row["activity_label"] + ": " + ctx),
         choices=[preprocess_hellaswag_text(e) for e in row["endings"]],
         gold=int(row["label"]),
+        source_id=None if row.get("ind") is None else str(row["ind"]),
     )
 
 
@@ -149,6 +182,7 @@ def arc_item_from_row(row: dict) -> MultipleChoiceItem:
         context="Question: " + row["question"] + "\nAnswer:",
         choices=list(row["choices"]["text"]),
         gold=labels.index(row["answerKey"]),
+        source_id=None if row.get("id") is None else str(row["id"]),
     )
 
 
@@ -164,11 +198,21 @@ def _load_arc(path: Path) -> list[MultipleChoiceItem]:
 
 
 def load_arc_easy(data_dir: Path) -> list[MultipleChoiceItem]:
+    """ARC-Easy test (2,376 items), the split the harness reports."""
+    return _load_arc(Path(data_dir) / "arc_easy_test.jsonl")
+
+
+def load_arc_challenge(data_dir: Path) -> list[MultipleChoiceItem]:
+    """ARC-Challenge test (1,172 items), the split the harness reports."""
+    return _load_arc(Path(data_dir) / "arc_challenge_test.jsonl")
+
+
+def load_arc_easy_validation(data_dir: Path) -> list[MultipleChoiceItem]:
     """ARC-Easy validation (570 items)."""
     return _load_arc(Path(data_dir) / "arc_easy_validation.jsonl")
 
 
-def load_arc_challenge(data_dir: Path) -> list[MultipleChoiceItem]:
+def load_arc_challenge_validation(data_dir: Path) -> list[MultipleChoiceItem]:
     """ARC-Challenge validation (299 items)."""
     return _load_arc(Path(data_dir) / "arc_challenge_validation.jsonl")
 
@@ -225,19 +269,29 @@ def load_lambada(data_dir: Path) -> list[ContinuationItem]:
 # ----------------------------------------------------------------------------- registry
 
 TASKS: dict[str, TaskSpec] = {
-    "hellaswag": TaskSpec("hellaswag", "multiple_choice", ("hellaswag_validation.jsonl",), load_hellaswag,
-                          10042, 0.25, ("acc", "acc_norm")),
-    "arc_easy": TaskSpec("arc_easy", "multiple_choice", ("arc_easy_validation.jsonl",), load_arc_easy,
-                         570, None, ("acc", "acc_norm")),
-    "arc_challenge": TaskSpec("arc_challenge", "multiple_choice", ("arc_challenge_validation.jsonl",),
-                              load_arc_challenge, 299, None, ("acc", "acc_norm")),
-    "piqa": TaskSpec("piqa", "multiple_choice", ("piqa_valid.jsonl", "piqa_valid-labels.lst"), load_piqa,
-                     1838, 0.5, ("acc", "acc_norm")),
-    "lambada": TaskSpec("lambada", "continuation", ("lambada_openai_test.jsonl",), load_lambada,
-                        5153, None, ("acc", "ppl")),
+    "hellaswag": TaskSpec("hellaswag", "multiple_choice",
+                          {"validation": SplitSpec(("hellaswag_validation.jsonl",), load_hellaswag, 10042)},
+                          "validation", 0.25, ("acc", "acc_norm")),
+    "arc_easy": TaskSpec("arc_easy", "multiple_choice",
+                         {"test": SplitSpec(("arc_easy_test.jsonl",), load_arc_easy, 2376),
+                          "validation": SplitSpec(("arc_easy_validation.jsonl",), load_arc_easy_validation, 570)},
+                         "test", None, ("acc", "acc_norm")),
+    "arc_challenge": TaskSpec("arc_challenge", "multiple_choice",
+                              {"test": SplitSpec(("arc_challenge_test.jsonl",), load_arc_challenge, 1172),
+                               "validation": SplitSpec(("arc_challenge_validation.jsonl",),
+                                                       load_arc_challenge_validation, 299)},
+                              "test", None, ("acc", "acc_norm")),
+    "piqa": TaskSpec("piqa", "multiple_choice",
+                     {"validation": SplitSpec(("piqa_valid.jsonl", "piqa_valid-labels.lst"), load_piqa, 1838)},
+                     "validation", 0.5, ("acc", "acc_norm")),
+    "lambada": TaskSpec("lambada", "continuation",
+                        {"test": SplitSpec(("lambada_openai_test.jsonl",), load_lambada, 5153)},
+                        "test", None, ("acc", "ppl")),
 }
+SPLITS = ("test", "validation")
 # The text used for bits-per-byte when no --text/--tokens is given.
 DEFAULT_BPB_TEXT = "wikitext-2-raw-test.txt"
+DEFAULT_BPB_SPLIT = "test"  # WikiText-2 raw *test*
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str | Path:
@@ -289,23 +343,33 @@ def fetch_task_files(base_url: str, names: list[str], cache_dir: Path | None = N
 
 
 def local_task_dir(data_dir, task_names: list[str], allow_download: bool = False,
-                   cache_dir: Path | None = None) -> Path:
-    """A local folder holding the files the given tasks need (fetching from a URL base only if allowed)."""
+                   cache_dir: Path | None = None, split: str | None = None) -> Path:
+    """A local folder holding the files the given tasks need (fetching from a URL base only if allowed);
+    ``split`` as in ``TaskSpec.split_for``."""
     location = resolve_data_dir(data_dir)
     if isinstance(location, Path):
         return location
     names: list[str] = []
     for task in task_names:
-        names.extend(TASKS[task].files if task in TASKS else (DEFAULT_BPB_TEXT,))
+        if task in TASKS:
+            names.extend(TASKS[task].splits[TASKS[task].split_for(split)].files)
+        else:
+            names.append(DEFAULT_BPB_TEXT)
     return fetch_task_files(location, names, cache_dir=cache_dir, allow_download=allow_download)
 
 
-def load_task(name: str, data_dir=None, limit: int | None = None, allow_download: bool = False) -> list:
-    """The items of task ``name`` (first ``limit`` items when given)."""
+def load_task(name: str, data_dir=None, limit: int | None = None, allow_download: bool = False,
+              split: str | None = None) -> list:
+    """The items of task ``name`` on ``split`` (default: the task's default split; a split the task does
+    not have is an error), the first ``limit`` items when given."""
     if name not in TASKS:
         raise EvalDataError(f"unknown task {name!r}; known: {sorted(TASKS)} and 'bpb'")
-    folder = local_task_dir(data_dir, [name], allow_download=allow_download)
-    items = TASKS[name].loader(folder)
+    spec = TASKS[name]
+    if split is not None and split not in spec.splits:
+        raise EvalDataError(f"task {name!r} has no {split!r} split; it has: {', '.join(spec.splits)}")
+    split = spec.split_for(split)
+    folder = local_task_dir(data_dir, [name], allow_download=allow_download, split=split)
+    items = spec.splits[split].loader(folder)
     if limit is not None:
         if limit < 1:
             raise EvalDataError(f"limit must be >= 1, got {limit}")
