@@ -96,13 +96,18 @@ def _headline(results: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return row
 
 
+def _splits(results: Dict[str, Any]) -> str:
+    """The split each task was scored on, as one cell: ``bpb=test, hellaswag=validation, arc_easy=test``."""
+    return ", ".join(f"{task}={metrics.get('split')}" for task, metrics in results.items())
+
+
 def draw(table: List[Dict[str, Any]], path: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [k for k in table[0] if k not in ("pipeline", "documents", "train_tokens", "seconds")]
+    metrics = [k for k in table[0] if k not in ("pipeline", "documents", "train_tokens", "seconds", "splits")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), dpi=100, squeeze=False)
     for ax, m in zip(axes[0], metrics):
         vals = [row.get(m) or 0.0 for row in table]
@@ -147,6 +152,7 @@ def run(args) -> Dict[str, Any]:
             json.dump(results, fh, indent=1)
         row = {"pipeline": name, "documents": refined[name]["output_documents"],
                "train_tokens": manifest["splits"]["train"]["tokens"], **_headline(results),
+               "splits": _splits(results),
                "final_train_loss": summary.get("final_loss"), "seconds": round(time.time() - t0, 1)}
         table.append(row)
     result = {"pipelines": pipelines, "preset": args.preset, "max_steps": args.max_steps, "batch_size": args.batch_size,

@@ -16,7 +16,7 @@ from conftest import require_shared
 from model.checkpoint import save_checkpoint
 from model.evaluate.cli import add_export_arguments, run_export
 from model.evaluate.scoring import TextTokenizer
-from model.export import ExportParams, export_model, llama_parameter_name
+from model.export import LOGIT_TOLERANCE, ExportParams, export_model, llama_parameter_name
 from model.generate import GenerationParams, generate
 from model.gpt import GPT, GPTConfig
 
@@ -132,3 +132,32 @@ def test_bfloat16_export_and_errors(tmp_path, tokenizer_path):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="no Llama counterpart"):
         llama_parameter_name("blocks.0.attn.qkv.weight")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_reduced_precision_export_loads_in_transformers_with_close_logits(tmp_path, tokenizer_path, dtype, tie):
+    """`refinery export --dtype D`: every tensor in D, torch_dtype D in config.json, so transformers loads it in
+    D with dtype="auto"; its logits, computed in D, are within LOGIT_TOLERANCE[D] of our float32 model's."""
+    from transformers import AutoModelForCausalLM
+
+    model = random_model(tie, seed=5 if tie else 6)
+    run_dir = tmp_path / "run"
+    save_checkpoint(run_dir, 1, model)
+    (run_dir / "tokenizer.json").write_bytes(tokenizer_path.read_bytes())
+    out = run_export(add_export_arguments(argparse.ArgumentParser()).parse_args(
+        ["--checkpoint", str(run_dir), "--out", str(tmp_path / "hf"), "--dtype", dtype]))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["torch_dtype"] == dtype
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {getattr(torch, dtype)}
+    hf = AutoModelForCausalLM.from_pretrained(str(out), dtype="auto", local_files_only=True).eval()
+    assert hf.dtype == getattr(torch, dtype)
+    ids = TextTokenizer(tokenizer_path).encode(SAMPLE)[:64]
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ref = model(x)[0]
+        got = hf(x).logits.float()
+    rel = ((got - ref).abs().max() / ref.abs().max()).item()
+    assert rel <= LOGIT_TOLERANCE[dtype], (dtype, rel)
+    if dtype != "float32":  # the reduced precision really is in use: not bit-identical to float32
+        assert rel > LOGIT_TOLERANCE["float32"]
