@@ -67,6 +67,7 @@ class GPTConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    bidirectional: bool = False  # True: every token attends to every other (the masked-LM encoder, model/mlm.py)
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
@@ -209,7 +210,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_head * self.head_dim, d, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
-                kv_cache: Optional[KVCache], start_pos: int) -> torch.Tensor:
+                kv_cache: Optional[KVCache], start_pos: int, bidirectional: bool = False,
+                key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -219,7 +221,12 @@ class Attention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         mask = None
-        is_causal = True
+        is_causal = not bidirectional
+        if key_mask is not None:  # (B, T) True on real tokens: padding keys are never attended to
+            mask = key_mask[:, None, None, :]
+            if is_causal:
+                mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            is_causal = False
         if kv_cache is not None:
             k, v = kv_cache.update(layer, start_pos, k, v)
             is_causal = False
@@ -256,8 +263,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.n_embd, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, layer, kv_cache, start_pos):
-        x = x + self.attn(self.attn_norm(x), cos, sin, layer, kv_cache, start_pos)
+    def forward(self, x, cos, sin, layer, kv_cache, start_pos, bidirectional=False, key_mask=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, layer, kv_cache, start_pos, bidirectional, key_mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -309,13 +316,7 @@ class GPT(nn.Module):
         them (causal within ``idx``), so a prefill of T > 1 tokens and one-token steps both work.
         """
         B, T = idx.shape
-        if kv_cache is None and start_pos != 0:
-            raise ValueError("start_pos is only meaningful with a kv_cache")
-        cos, sin = self._rotary(start_pos, T)
-        x = self.tok_emb(idx)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, i, kv_cache, start_pos)
-        x = self.norm(x)
+        x = self.hidden_states(idx, kv_cache=kv_cache, start_pos=start_pos)
         logits = self.lm_head(x).float()
         if kv_cache is not None:
             kv_cache.length = start_pos + T
@@ -323,6 +324,28 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                      kv_cache: Optional[KVCache] = None, start_pos: int = 0) -> torch.Tensor:
+        """The final (normed) hidden states (B, T, n_embd) that ``lm_head`` reads; task heads read them too.
+
+        ``attention_mask`` (B, T), true on real tokens, keeps padding keys out of attention (needed
+        for right-padded batches in the bidirectional model; the causal model's real tokens never
+        see later padding anyway). Attention is causal unless ``config.bidirectional``.
+        """
+        if kv_cache is None and start_pos != 0:
+            raise ValueError("start_pos is only meaningful with a kv_cache")
+        if self.config.bidirectional and kv_cache is not None:
+            raise UserValueError("a bidirectional (masked-LM) model has no KV-cache decoding: it does not generate")
+        if attention_mask is not None and kv_cache is not None:
+            raise ValueError("attention_mask is for full-sequence passes, not KV-cache decoding")
+        T = idx.shape[1]
+        cos, sin = self._rotary(start_pos, T)
+        key_mask = None if attention_mask is None else attention_mask.to(torch.bool)
+        x = self.tok_emb(idx)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, i, kv_cache, start_pos, self.config.bidirectional, key_mask)
+        return self.norm(x)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Number of parameters (tied weights counted once); without the token embedding table when

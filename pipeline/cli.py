@@ -115,6 +115,7 @@ SUBCOMMANDS = {
     "train-tokenizer": ("train a byte-level BPE tokenizer on refined shards", _Lazy("pipeline.tokenize.cli", "add_train_arguments", "run_train")),
     "tokenize": ("write token shards from refined shards", _Lazy("pipeline.tokenize.cli", "add_tokenize_arguments", "run_tokenize")),
     "pretrain": ("train a GPT-style model on token shards", _Lazy("model.train", "add_arguments", "run")),
+    "finetune": ("fine-tune a checkpoint on SST-2, WNUT-17 or your labelled data (full or LoRA)", _Lazy("model.finetune.train", "add_arguments", "run")),
     "eval": ("bits-per-byte and zero-shot tasks for a checkpoint", _Lazy("model.evaluate.cli", "add_eval_arguments", "run_eval")),
     "generate": ("sample text from a checkpoint", _Lazy("model.evaluate.cli", "add_generate_arguments", "run_generate")),
     "export": ("export a checkpoint as a Hugging Face model folder", _Lazy("model.evaluate.cli", "add_export_arguments", "run_export")),

@@ -26,3 +26,55 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> Path:
+    """A tiny model pretrained briefly on SST-2 training sentences with its own byte-level BPE (1,024
+    tokens): the base checkpoint of the fine-tuning and MLM tests. Returns the run directory."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from model.train import TrainConfig, train
+
+    lines = [l.split("\t")[0] for l in require_shared("finetune", "sst2", "train.tsv").read_text().splitlines()[1:]]
+    lines = lines[:24000]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=1024, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       show_progress=False))
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    eot = tok.token_to_id("<|endoftext|>")
+    docs = [e.ids + [eot] for e in tok.encode_batch(lines)]
+    facts = dict(vocab_size=tok.get_vocab_size(), eot_id=eot)
+    try:  # the token-set writer (corridor/token_shards.py), else the older one in model/data.py
+        from corridor.token_shards import chunk_documents, write_token_set
+    except ImportError:
+        from model.data import write_token_shards
+
+        write_token_shards(out / "tokens", "train", docs[:22000], docs_per_shard=11000,
+                           tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
+        write_token_shards(out / "tokens", "val", docs[22000:], **facts)
+    else:
+        write_token_set(out / "tokens", {"train": chunk_documents(docs[:22000], 11000), "val": [docs[22000:]]},
+                        tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = dict(tokens=str(out / "tokens"), out=str(out / "run"), preset="tiny", block_size=64, batch_size=16,
+                   max_steps=steps, lr=3e-3, warmup=20, eval_every=0, ckpt_every=0, log_every=10, device="cpu",
+                   dtype="float32", progress=False, seed=1)
+        if objective != "causal":
+            cfg["objective"] = objective
+        train(TrainConfig(**cfg))
+    finally:
+        torch.set_num_threads(before)
+    return out / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_run(tmp_path_factory) -> Path:
+    """Run directory of a tiny causal model pretrained on SST-2 sentences (see _tiny_pretrained)."""
+    return _tiny_pretrained(tmp_path_factory.mktemp("tiny_causal"), "causal")
