@@ -155,6 +155,14 @@ def read_jsonl(path: Path) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def shard_files(folder: Path) -> List[str]:
+    """The complete ``.arrow`` shards of a folder, sorted (what ``data_files=`` of ``datasets.load_dataset("arrow",
+    ...)`` wants; unfinished ``.tmp`` files are left out)."""
+    from pipeline.io.shards import list_shards
+
+    return list_shards(str(folder))
+
+
 def read_shards(folder: Path, columns: Optional[Sequence[str]] = None, limit: Optional[int] = None):
     """The Arrow shards of a folder as one pyarrow Table: at most ``limit`` rows (default WEBREFINERY_MAX_ROWS),
     only ``columns`` when given (columns that do not exist are left out). Unfinished ``.tmp`` files are ignored."""
