@@ -220,3 +220,12 @@ def test_bits_per_byte_lines_recompute_the_metrics_exactly(logged, task):
     else:
         assert result["split"] == "test" and result["tokens"] == 600 and lines[0]["source"].endswith(
             "wikitext-2-raw-test.txt")
+
+
+def test_the_windowed_counter_agrees_with_the_scorer(logged, tokenizer):
+    from model.evaluate.windowed import longest_continuations
+
+    for task in ("hellaswag", "piqa", "lambada"):
+        lines = read_lines(logged["dir"] / f"samples_{task}.jsonl")
+        items = load_task(task, require_shared("eval"), limit=len(lines))
+        assert [n > BLOCK for n in longest_continuations(tokenizer, items)] == [r["windowed"] for r in lines]
