@@ -15,6 +15,10 @@ Two measurements in one process:
    (clip + AdamW step + zero_grad). Goal: data < 5% of the step.
 2. *train()*: the real trainer end to end (no per-phase syncs) for tokens/s and MFU; its ratio to
    the split loop's throughput is the trainer's own overhead (logging, NaN checks, schedule).
+3. ``--mixture``: the same split with a 3-source mixture (``refinery mix`` manifest over three synthetic
+   token sets, epochs 1 / 2 / 3) instead of one token set, and the loader alone (``next_batch`` without a
+   model, no prefetch) on both: batches/s of the mixture over the single source, and the heap bytes the
+   shards hold (0: memory-mapped, no copy).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model.data import WindowLoader, open_token_split, write_token_shards  # noqa: E402
+from corridor.token_shards import chunk_documents, write_token_set  # noqa: E402  (the format's one writer)
+from corridor.mixture import plan_mixture, source_facts, write_mixture  # noqa: E402
+from model.data import TokenMixture, WindowLoader, make_window_loader, open_token_split  # noqa: E402
 from model.flops import flops_per_token, mfu, peak_flops_for_device  # noqa: E402
 from model.gpt import GPT, config_from_preset  # noqa: E402
 from model.train import TrainConfig, param_groups, train  # noqa: E402
@@ -54,8 +60,8 @@ def write_synthetic_tokens(out: Path, n_tokens: int, vocab: int = 50257, seed: i
             made += n
             yield ids
 
-    write_token_shards(out, "train", docs(n_tokens), vocab_size=vocab, eot_id=eot, docs_per_shard=2000)
-    write_token_shards(out, "val", docs(max(n_tokens // 50, 100_000)), vocab_size=vocab, eot_id=eot)
+    write_token_set(out, {"train": chunk_documents(docs(n_tokens), 2000),
+                          "val": chunk_documents(docs(max(n_tokens // 50, 100_000)), 2000)}, vocab_size=vocab, eot_id=eot)
     return out
 
 
@@ -64,16 +70,44 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def write_synthetic_mixture(out: Path, n_tokens: int, vocab: int) -> Path:
+    """Three synthetic token sets (1/2, 1/3, 1/6 of ``n_tokens``) and a mixture of them with epochs 1, 2, 3."""
+    sources = []
+    for i, (name, part, epochs) in enumerate((("web", 1 / 2, 1.0), ("wiki", 1 / 3, 2.0), ("books", 1 / 6, 3.0))):
+        write_synthetic_tokens(out / name, int(n_tokens * part), vocab=vocab, seed=i + 1)
+        sources.append((source_facts(name, out / name), epochs))
+    plan = plan_mixture([f for f, _ in sources], epochs={f["name"]: e for f, e in sources}, relative_to=out)
+    return write_mixture(out / "mixture.json", plan)
+
+
+def open_train_data(tokens: Path):
+    return TokenMixture(tokens) if tokens.suffix == ".json" else open_token_split(tokens, "train")
+
+
+def time_loader(args, tokens: Path, batches: int) -> dict:
+    """The loader alone: batches/s of next_batch (no prefetch, no model) and the shards' heap bytes."""
+    data = open_train_data(tokens)
+    loader = make_window_loader(data, args.block_size, args.batch_size, seed=0, prefetch=0)
+    for _ in range(3):
+        loader.next_batch()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        loader.next_batch()
+    seconds = time.perf_counter() - t0
+    sources = data.sources if isinstance(data, TokenMixture) else [data]
+    return {"batches_per_s": batches / seconds, "heap_bytes": sum(s.resident_bytes for s in sources)}
+
+
 def time_split(args, tokens_dir: Path, device: torch.device, prefetch: int) -> dict:
     """Per-phase times of the trainer's step (same model, loader, optimizer and autocast)."""
-    shards = open_token_split(tokens_dir, "train")
+    shards = open_train_data(tokens_dir)
     cfg = config_from_preset(args.preset, 64 * -(-shards.vocab_size // 64), block_size=args.block_size)
     torch.manual_seed(0)
     raw = GPT(cfg).to(device)
     model = torch.compile(raw) if args.compile else raw
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(param_groups(raw, 0.1), lr=1e-4, betas=(0.9, 0.95), **fused)
-    loader = WindowLoader(shards, cfg.block_size, args.batch_size, seed=0, device=device, prefetch=prefetch)
+    loader = make_window_loader(shards, cfg.block_size, args.batch_size, seed=0, device=device, prefetch=prefetch)
     bf16 = device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     params = [p for p in raw.parameters()]
@@ -146,6 +180,7 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, help="synthetic vocabulary (default: 1,024 on CPU, GPT-2's 50,257 on CUDA)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads on CPU")
     ap.add_argument("--skip-trainer", action="store_true", help="only the per-phase split")
+    ap.add_argument("--mixture", action="store_true", help="also a 3-source mixture against the single source")
     args = ap.parse_args()
     device = torch.device("cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()))
                           else "cpu")
@@ -164,10 +199,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        need = (args.warmup_steps + args.steps) * args.batch_size * (args.block_size + 1) * 2 + 200_000
         if args.tokens:
             tokens_dir = Path(args.tokens)
         else:
-            need = (args.warmup_steps + args.steps) * args.batch_size * (args.block_size + 1) * 2 + 200_000
             t0 = time.perf_counter()
             tokens_dir = write_synthetic_tokens(tmp / "tokens", need, vocab=args.vocab)
             print(f"synthetic shards: {need:,} tokens in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
@@ -185,6 +220,24 @@ def main() -> int:
                   f"{100 * r['data_share']:.2f}% (goal < 5%); {r['tokens_per_s']:,.0f} tokens/s"
                   + (f"; MFU {100 * r['mfu']:.1f}%" if r["mfu"] is not None else "; MFU n/a on CPU")
                   + (f"; peak memory {r['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in r else ""))
+        if args.mixture:
+            t0 = time.perf_counter()
+            mix = write_synthetic_mixture(tmp / "mix", need, vocab=args.vocab)
+            print(f"synthetic mixture: 3 sources, {need:,} tokens in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            for prefetch in (2, 0):
+                r = time_split(args, mix, device, prefetch)
+                results[f"mixture_split_prefetch{prefetch}"] = r
+                m = r["median_ms"]
+                print(f"mixture split (prefetch={prefetch}): step {m['step']:.2f} ms, data {m['data']:.3f} ms; data "
+                      f"share {100 * r['data_share']:.2f}% (single source: "
+                      f"{100 * results[f'split_prefetch{prefetch}']['data_share']:.2f}%; goal < 5%)")
+            n = max(200, 4 * args.steps)
+            single, mixed = time_loader(args, tokens_dir, n), time_loader(args, mix, n)
+            results["loader"] = {"single": single, "mixture": mixed}
+            print(f"loader alone ({n} batches, no prefetch): single {single['batches_per_s']:,.0f} batches/s, "
+                  f"3-source mixture {mixed['batches_per_s']:,.0f} batches/s = "
+                  f"{mixed['batches_per_s'] / single['batches_per_s']:.2f}x; heap bytes held by the shards: "
+                  f"{single['heap_bytes']} / {mixed['heap_bytes']} (memory-mapped)")
         if not args.skip_trainer:
             r = time_trainer(args, tokens_dir, device, tmp)
             results["trainer"] = r

@@ -12,10 +12,14 @@ Layout of a run directory::
                                              extra, the optimizer state's non-tensor skeleton, the
                                              sha256 and size of each tensor file, and its own checksum
 
-A step directory is written under a temporary name and renamed into place with ``os.replace``, so a
-directory named ``step_*`` that holds ``state.json`` is always complete; the latest checkpoint is the
+A step directory is written under a temporary name and renamed into place (``corridor/files.py``'s
+``atomic_dir``, which also gives every file the umask's mode: safetensors alone would leave the tensor
+files 0600), so a directory named ``step_*`` that holds ``state.json`` is always complete; the latest checkpoint is the
 highest such step. ``load_checkpoint`` verifies every checksum before it touches the model: a
 tampered or truncated file raises ``CheckpointError`` naming the file.
+
+``run_dir/config.json`` has one writer, ``write_run_config`` (the trainer calls it at start-up, and every
+checkpoint refreshes it).
 
 Distributed use: call ``save_checkpoint`` / ``load_checkpoint`` on every rank. Under FSDP2 the full
 (unsharded) state is gathered collectively; only rank 0 writes, and all ranks meet at a barrier.
@@ -30,7 +34,6 @@ import os
 import random
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,6 +42,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from corridor.files import atomic_dir, write_json_atomic
 from model.errors import UserError
 from model.gpt import GPT, GPTConfig
 
@@ -105,13 +109,23 @@ def _json_checksum(obj: dict) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_write_json_atomic = write_json_atomic  # older name, still used by model/finetune/train.py
+
+
+def write_run_config(run_dir, run_config: Optional[dict] = None, model_config: Optional[dict] = None) -> None:
+    """Merge ``run_config`` (and ``{"model": model_config}``) into run_dir/config.json, atomically: the one
+    writer of that file (an unreadable old file is replaced)."""
+    cfg_path = Path(run_dir) / "config.json"
+    current = {}
+    if cfg_path.is_file():
+        try:
+            current = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError:
+            current = {}
+    current.update(run_config or {})
+    if model_config is not None:
+        current["model"] = model_config
+    write_json_atomic(cfg_path, current)
 
 
 def _encode_tree(obj: Any, tensors: dict, path: str) -> Any:
@@ -321,11 +335,7 @@ def save_checkpoint(run_dir, step: int, model: nn.Module, optimizer: Optional[to
         base = unwrap_model(model)
         config = getattr(base, "config", None)
         model_config = config.to_dict() if isinstance(config, GPTConfig) else None
-        ckpt_root = run_dir / "checkpoints"
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_root / f".tmp-step_{int(step):08d}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(final) as tmp:  # renamed to final when complete, files 0644 under umask 022
             files = {}
             save_file(model_sd, str(tmp / MODEL_FILE), metadata={"format": FORMAT, "step": str(step)})
             files[MODEL_FILE] = tmp / MODEL_FILE
@@ -352,28 +362,8 @@ def save_checkpoint(run_dir, step: int, model: nn.Module, optimizer: Optional[to
                 json.dump(state, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
-            if final.exists():  # re-saving a step: move the old one aside, then swap in the new one
-                old = ckpt_root / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         if model_config is not None or run_config:
-            cfg_path = run_dir / "config.json"
-            current = {}
-            if cfg_path.is_file():
-                try:
-                    current = json.loads(cfg_path.read_text())
-                except json.JSONDecodeError:
-                    current = {}
-            current.update(run_config or {})
-            if model_config is not None:
-                current["model"] = model_config
-            _write_json_atomic(cfg_path, current)
+            write_run_config(run_dir, run_config, model_config)
     _barrier()
     return final
 

@@ -1,8 +1,10 @@
 """Memory-mapped token-shard loader with a resumable, rank-aware position.
 
 Token shards are Arrow IPC *file* format with a ``tokens`` column (``large_list<uint16>`` or
-``large_list<uint32>``), one row per document, every document ending with ``<|endoftext|>``
-(written by ``refinery tokenize``; see ARCHITECTURE.md). ``TokenShards`` memory-maps each file and
+``large_list<uint32>``), one row per document, every document ending with ``<|endoftext|>``, listed in a
+versioned ``manifest.json`` with per-file checksums: the format is defined once, in
+``corridor/token_shards.py``, and written by ``refinery tokenize`` (tests write it with that module's
+``write_token_set``). This module is the one reader; it needs no Beam. ``TokenShards`` memory-maps each file and
 keeps, per record batch, a NumPy view of the ``tokens`` column's flat values buffer: no copy, no
 Python objects per token. The shards are concatenated logically into one token stream (documents
 packed back to back).
@@ -21,13 +23,18 @@ rank 0's checkpoint resumes all ranks exactly (even with another world size or b
 position is counted in windows). At the end of an epoch the windows that do not fill a whole round
 (fewer than ``world_size * batch_size``) are left out; the next epoch uses a fresh permutation.
 
+What is verified when: opening a split refuses a manifest of an unknown format or version, and checks
+every listed file's size (``bytes``), row count and token count against the manifest before training
+(cheap: sizes and Arrow metadata, no pass over the data), so a truncated, swapped or re-written shard is
+an error naming the file. The sha256 of every file (a full read) is checked by ``verify_token_checksums``,
+which ``refinery mix`` runs on its sources and tests run on written sets.
+
 On an uncompressed IPC file the loader holds only page-cache memory. A zstd-compressed file still
 works, but Arrow must decompress it into RAM; ``TokenShards.resident_bytes`` reports how much.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import warnings
@@ -38,9 +45,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from corridor import FormatError
+from corridor.token_shards import MANIFEST_NAME as MANIFEST
+from corridor.token_shards import SPLITS, read_manifest, verify_token_set
 from model.errors import UserError, UserValueError
-
-MANIFEST = "manifest.json"
 
 
 class TokenDataError(UserError, ValueError):
@@ -48,50 +56,68 @@ class TokenDataError(UserError, ValueError):
 
 
 def read_token_manifest(tokens_dir) -> dict:
-    """tokens_dir/manifest.json as a dict ({} when there is none)."""
-    path = Path(tokens_dir) / MANIFEST
-    if not path.is_file():
-        return {}
+    """tokens_dir/manifest.json as a dict, checked ({} when there is none); TokenDataError when it is not a
+    token-shard manifest of a version this code reads."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TokenDataError(f"{path} is not valid JSON: {e}") from e
+        return read_manifest(tokens_dir) or {}
+    except FormatError as e:
+        raise TokenDataError(str(e)) from e
+
+
+def split_entries(tokens_dir, split: str, manifest: Optional[dict] = None) -> list[tuple[Path, Optional[dict]]]:
+    """(file, its manifest entry) for each .arrow file of one split: as listed in the manifest, else every
+    tokens_dir/split/*.arrow (entry None: nothing to check it against)."""
+    tokens_dir = Path(tokens_dir)
+    manifest = read_token_manifest(tokens_dir) if manifest is None else manifest
+    if not manifest:
+        return [(p, None) for p in sorted((tokens_dir / split).glob("*.arrow"))]
+    out = []
+    for entry in (manifest.get("splits", {}).get(split) or {}).get("files") or []:
+        path = tokens_dir / entry["path"]
+        if not path.is_file():
+            raise TokenDataError(f"{tokens_dir / MANIFEST} lists {entry['path']} for split {split!r}, but {path} "
+                                 f"is not there")
+        out.append((path, entry))
+    return out
 
 
 def split_files(tokens_dir, split: str, manifest: Optional[dict] = None) -> list[Path]:
     """The .arrow files of one split: as listed in the manifest, else every tokens_dir/split/*.arrow."""
-    tokens_dir = Path(tokens_dir)
-    manifest = read_token_manifest(tokens_dir) if manifest is None else manifest
-    listed = (manifest.get("splits", {}).get(split) or {}).get("files")
-    if listed:
-        files = []
-        for entry in listed:
-            if isinstance(entry, dict):
-                entry = entry.get("path") or entry.get("file") or entry.get("name")
-            name = Path(entry)
-            candidates = [name] if name.is_absolute() else [tokens_dir / name, tokens_dir / split / name]
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
-                raise TokenDataError(f"{tokens_dir / MANIFEST} lists {name} for split {split!r}, "
-                                     f"but it is not at any of {[str(c) for c in candidates]}")
-            files.append(found)
-        return files
-    return sorted((tokens_dir / split).glob("*.arrow"))
+    return [path for path, _ in split_entries(tokens_dir, split, manifest)]
+
+
+def verify_token_checksums(tokens_dir, splits=SPLITS) -> int:
+    """Check the sha256 of every file the manifest lists (a full read); return the number of files.
+    TokenDataError naming the first file that differs (or when there is no manifest to check against)."""
+    try:
+        n, problems = verify_token_set(tokens_dir, splits)
+    except FormatError as e:
+        raise TokenDataError(str(e)) from e
+    if problems:
+        raise TokenDataError(problems[0])
+    return n
 
 
 class TokenShards:
     """One split's token stream: memory-mapped shards, concatenated logically, read by position."""
 
-    def __init__(self, files: Sequence, vocab_size: Optional[int] = None, eot_id: Optional[int] = None):
+    def __init__(self, files: Sequence, vocab_size: Optional[int] = None, eot_id: Optional[int] = None,
+                 entries: Optional[Sequence[Optional[dict]]] = None):
+        """``entries``: the manifest entry of each file (or None), checked against the file (size, rows, tokens)."""
         self.files = [Path(f) for f in files]
         if not self.files:
             raise TokenDataError("no token shard files given")
+        entries = list(entries) if entries is not None else [None] * len(self.files)
         self._keep_alive = []  # memory maps and record batches that own the viewed buffers
         self._chunks: list[np.ndarray] = []
         self.num_documents = 0
         before = pa.total_allocated_bytes()
         dtype = None
-        for path in self.files:
+        for path, entry in zip(self.files, entries):
+            if entry is not None and "bytes" in entry and path.stat().st_size != int(entry["bytes"]):
+                raise TokenDataError(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']} "
+                                     f"(truncated or replaced?): re-run refinery tokenize")
+            file_rows, file_tokens = self.num_documents, sum(len(c) for c in self._chunks)
             try:
                 mm = pa.memory_map(str(path), "r")
                 reader = pa.ipc.open_file(mm)
@@ -109,7 +135,10 @@ class TokenShards:
             dtype = this
             self._keep_alive.append(mm)
             for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
+                try:
+                    batch = reader.get_batch(i)
+                except (OSError, pa.ArrowInvalid) as e:
+                    raise TokenDataError(f"{path}: record batch {i} is unreadable: {e}") from e
                 col = batch.column(batch.schema.get_field_index("tokens"))
                 self.num_documents += len(col)
                 if col.null_count:
@@ -123,6 +152,12 @@ class TokenShards:
                     raise TokenDataError(f"{path}: record batch {i} tokens cannot be viewed without a copy: {e}") from e
                 self._keep_alive.append(batch)
                 self._chunks.append(view)
+            if entry is not None:
+                got = (self.num_documents - file_rows, sum(len(c) for c in self._chunks) - file_tokens)
+                if got != (int(entry["rows"]), int(entry["tokens"])):
+                    raise TokenDataError(f"{path} holds {got[0]} documents / {got[1]} tokens, the manifest says "
+                                         f"{entry['rows']} / {entry['tokens']}: the shard does not belong to this "
+                                         f"manifest; re-run refinery tokenize")
         self.dtype = np.dtype(dtype)
         self.resident_bytes = max(0, pa.total_allocated_bytes() - before)
         lengths = np.array([len(c) for c in self._chunks], dtype=np.int64)
@@ -159,11 +194,12 @@ def open_token_split(tokens_dir, split: str) -> TokenShards:
     """TokenShards of tokens_dir's ``split`` ("train"/"val"), with vocab/eot from manifest.json."""
     tokens_dir = Path(tokens_dir)
     manifest = read_token_manifest(tokens_dir)
-    files = split_files(tokens_dir, split, manifest)
-    if not files:
+    listed = split_entries(tokens_dir, split, manifest)
+    if not listed or not any(e is None or e["tokens"] for _, e in listed):
         raise TokenDataError(f"no token shards for split {split!r} under {tokens_dir} "
                              f"(expected {tokens_dir / split}/*.arrow or a list in {MANIFEST})")
-    shards = TokenShards(files, vocab_size=manifest.get("vocab_size"), eot_id=manifest.get("eot_id"))
+    shards = TokenShards([p for p, _ in listed], vocab_size=manifest.get("vocab_size"), eot_id=manifest.get("eot_id"),
+                         entries=[e for _, e in listed])
     declared = manifest.get("dtype")
     if declared is not None and np.dtype(declared) != shards.dtype:
         raise TokenDataError(f"{tokens_dir / MANIFEST} says dtype {declared}, the shards hold {shards.dtype}")
@@ -195,7 +231,7 @@ class WindowLoader:
         self.device = torch.device(device)
         self.prefetch = int(prefetch)
         self.pin_memory = (self.device.type == "cuda") if pin_memory is None else pin_memory
-        self.n_windows = max(0, (shards.total_tokens - 1) // self.block_size)
+        self.n_windows = self._count_windows()
         self.round_windows = self.world_size * self.batch_size
         if self.n_windows < self.round_windows:
             raise TokenDataError(
@@ -214,6 +250,12 @@ class WindowLoader:
         self._p_position = 0
 
     # ---- order and host batches ------------------------------------------------------------
+
+    def _count_windows(self) -> int:
+        return max(0, (self.shards.total_tokens - 1) // self.block_size)
+
+    def _read_window(self, w: int, out: np.ndarray) -> None:
+        self.shards.read(w * self.block_size, self.block_size + 1, out=out)
 
     def window_order(self, epoch: int) -> np.ndarray:
         """The order in which the epoch visits window indices (a permutation, or 0..n-1 unshuffled)."""
@@ -242,7 +284,7 @@ class WindowLoader:
         windows = self.windows_for(epoch, position)
         buf = np.empty((self.batch_size, self.block_size + 1), dtype=np.int64)
         for row, w in enumerate(windows):
-            self.shards.read(int(w) * self.block_size, self.block_size + 1, out=buf[row])
+            self._read_window(int(w), buf[row])
         t = torch.from_numpy(buf)
         if self.pin_memory:
             t = t.pin_memory()
@@ -334,53 +376,157 @@ class WindowLoader:
         self._p_epoch, self._p_position = epoch, position
 
 
-def write_token_shards(tokens_dir, split: str, documents, vocab_size: int, eot_id: int,
-                       docs_per_shard: int = 1000, tokenizer_json: Optional[str] = None) -> list[Path]:
-    """Write ``documents`` (sequences of token ids, each already ending with ``eot_id``) as
-    uncompressed Arrow IPC token shards tokens_dir/split/NNNNN.arrow and record them in manifest.json.
+# ---------------------------------------------------------------------------------------------
+# mixtures: several token sets, weighted (corridor/mixture.py), as one stream of windows
 
-    A minimal writer of the token-shard contract for tests and benchmarks (the pipeline's
-    ``refinery tokenize`` is the real producer).
-    """
-    tokens_dir = Path(tokens_dir)
-    (tokens_dir / split).mkdir(parents=True, exist_ok=True)
-    value_type = pa.uint16() if vocab_size <= 65536 else pa.uint32()
-    np_type = np.uint16 if vocab_size <= 65536 else np.uint32
-    schema = pa.schema([("id", pa.string()), ("tokens", pa.large_list(value_type))])
-    files, total, buffer, n = [], 0, [], 0
+_SOURCE_SHIFT = 40  # a mixture's window id: source index << 40 | window index inside the source
 
-    def flush():
-        nonlocal buffer
-        if not buffer:
-            return
-        path = tokens_dir / split / f"{len(files):05d}.arrow"
-        flat = np.concatenate([np.asarray(d, dtype=np_type) for _, d in buffer])
-        offsets = np.concatenate([[0], np.cumsum([len(d) for _, d in buffer])]).astype(np.int64)
-        tokens = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
-        table = pa.table({"id": pa.array([i for i, _ in buffer], pa.string()), "tokens": tokens}, schema=schema)
-        tmp = path.with_suffix(".arrow.tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            writer.write_table(table)
-        tmp.replace(path)
-        files.append(path)
-        buffer = []
 
-    for doc in documents:
-        doc = list(doc) if not isinstance(doc, np.ndarray) else doc
-        if len(doc) == 0 or int(doc[-1]) != eot_id:
-            raise ValueError(f"document {n} does not end with the end-of-text id {eot_id}")
-        buffer.append((f"{split}-{n}", doc))
-        total += len(doc)
-        n += 1
-        if len(buffer) >= docs_per_shard:
-            flush()
-    flush()
-    manifest = read_token_manifest(tokens_dir)
-    manifest.update({"vocab_size": int(vocab_size), "eot_id": int(eot_id),
-                     "dtype": "uint16" if np_type is np.uint16 else "uint32"})
-    manifest.setdefault("splits", {})[split] = {"files": [f"{split}/{p.name}" for p in files], "tokens": int(total),
-                                                "documents": n}
-    (tokens_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    if tokenizer_json is not None:
-        (tokens_dir / "tokenizer.json").write_text(tokenizer_json)
-    return files
+class TokenMixture:
+    """The train (and val) splits of every source of a mixture manifest (``refinery mix``), checked: each
+    source's manifest is the one the mixture was planned on, and all share one tokenizer."""
+
+    def __init__(self, path):
+        from corridor.mixture import check_source_unchanged, read_mixture
+
+        try:
+            self.manifest = read_mixture(path)
+            self.folders = [check_source_unchanged(self.manifest, s) for s in self.manifest["sources"]]
+        except FormatError as e:
+            raise TokenDataError(str(e)) from e
+        self.path = Path(path)
+        self.names = [str(s["name"]) for s in self.manifest["sources"]]
+        self.epochs = [float(s["epochs"]) for s in self.manifest["sources"]]
+        self.shares = [float(s["share"]) for s in self.manifest["sources"]]
+        self.sources = [open_token_split(folder, "train") for folder in self.folders]
+        first = self.sources[0]
+        for name, src in zip(self.names, self.sources):
+            if (src.vocab_size, src.eot_id, src.dtype) != (first.vocab_size, first.eot_id, first.dtype):
+                raise TokenDataError(f"mixture source {name!r} has vocab {src.vocab_size} / end-of-text {src.eot_id} "
+                                     f"/ {src.dtype}, {self.names[0]!r} has {first.vocab_size} / {first.eot_id} / "
+                                     f"{first.dtype}: a mixture needs one tokenizer")
+        self.vocab_size, self.eot_id, self.dtype = first.vocab_size, first.eot_id, first.dtype
+        self.total_tokens = sum(src.total_tokens for src in self.sources)
+        self.num_documents = sum(src.num_documents for src in self.sources)
+
+    def val_splits(self) -> dict:
+        """{source name: its val TokenShards} for the sources that have validation tokens."""
+        out = {}
+        for name, folder in zip(self.names, self.folders):
+            try:
+                out[name] = open_token_split(folder, "val")
+            except TokenDataError:
+                continue
+        return out
+
+    @property
+    def tokenizer_path(self) -> Optional[Path]:
+        path = self.folders[0] / "tokenizer.json"
+        return path if path.is_file() else None
+
+
+class MixtureLoader(WindowLoader):
+    """``WindowLoader`` over a ``TokenMixture``: windows are cut inside each source exactly as for one token
+    set (never across sources), and a mixture epoch takes ``k_s = round(epochs_s x n_s)`` windows of source
+    ``s`` (``n_s`` its window count), so the sources' shares of the windows are their shares of the plan.
+
+    Order (deterministic from the seed): source ``s`` is read as consecutive permutations of its windows,
+    ``default_rng([seed, 1, s, e]).permutation(n_s)`` for its own epochs e = 0, 1, ... (a source with 3
+    epochs is read 3 times, in 3 different orders; its stream continues across mixture epochs, so 1.5 epochs
+    per mixture epoch is a whole number of passes every two). Which source fills each slot of a mixture
+    epoch is a shuffle of ``k_s`` labels per source, ``default_rng([seed, 0, epoch])``. The rest (rounds,
+    ranks, prefetch, state in windows) is WindowLoader's, so resume is exact; the state also names the
+    sources and their window counts, and a mixture that changed is refused."""
+
+    def __init__(self, mixture: TokenMixture, block_size: int, batch_size: int, **kwargs):
+        if kwargs.pop("shuffle", True) is not True:
+            raise UserValueError("a mixture is always read shuffled")
+        self.mixture = mixture
+        block = int(block_size)
+        self.source_windows = [max(0, (src.total_tokens - 1) // block) for src in mixture.sources]
+        self.source_take = [int(round(e * n)) for e, n in zip(mixture.epochs, self.source_windows)]
+        for name, n, k in zip(mixture.names, self.source_windows, self.source_take):
+            if n == 0 or k == 0:
+                raise TokenDataError(f"mixture source {name!r} gives {k} windows of {block}+1 tokens per mixture epoch "
+                                     f"({n} in the source): too little data for this block size or epochs")
+        self._orders: dict = {}
+        self._orders_lock = threading.Lock()
+        super().__init__(mixture, block_size, batch_size, shuffle=True, **kwargs)
+
+    def _count_windows(self) -> int:
+        return sum(self.source_take)
+
+    def _read_window(self, w: int, out: np.ndarray) -> None:
+        s, i = w >> _SOURCE_SHIFT, w & ((1 << _SOURCE_SHIFT) - 1)
+        self.mixture.sources[s].read(i * self.block_size, self.block_size + 1, out=out)
+
+    def _source_order(self, s: int, start: int, count: int) -> np.ndarray:
+        """Windows ``start .. start+count`` of source ``s``'s endless stream of per-epoch permutations."""
+        n = self.source_windows[s]
+        parts, pos = [], start
+        while pos < start + count:
+            e, within = divmod(pos, n)
+            take = min(n - within, start + count - pos)
+            parts.append(np.random.default_rng([self.seed, 1, s, e]).permutation(n)[within:within + take])
+            pos += take
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def window_order(self, epoch: int) -> np.ndarray:
+        """Mixture window ids (``source << 40 | window``) in the order mixture epoch ``epoch`` visits them."""
+        with self._orders_lock:  # the prefetch thread and the trainer's accounting both ask
+            if epoch not in self._orders:
+                labels = np.repeat(np.arange(len(self.source_take), dtype=np.int64), self.source_take)
+                labels = labels[np.random.default_rng([self.seed, 0, epoch]).permutation(len(labels))]
+                order = np.empty(len(labels), dtype=np.int64)
+                for s, k in enumerate(self.source_take):
+                    slots = np.flatnonzero(labels == s)
+                    order[slots] = (s << _SOURCE_SHIFT) | self._source_order(s, epoch * k, k)
+                while len(self._orders) >= 2:
+                    self._orders.pop(min(self._orders))
+                self._orders[epoch] = order
+            return self._orders[epoch]
+
+    def windows_consumed_per_source(self) -> list[int]:
+        """Windows handed out so far by all ranks together, per source (from the state: exact on resume)."""
+        order = self.window_order(self.epoch)[:self.position]
+        counts = np.bincount(order >> _SOURCE_SHIFT, minlength=len(self.source_take))
+        return [int(self.epoch * k + c) for k, c in zip(self.source_take, counts)]
+
+    def tokens_per_source(self) -> dict:
+        """{source name: tokens trained on so far} (``block_size`` input tokens per window, all ranks)."""
+        return {name: n * self.block_size for name, n in zip(self.mixture.names, self.windows_consumed_per_source())}
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["mixture"] = [{"name": n, "n_windows": w, "take": k}
+                            for n, w, k in zip(self.mixture.names, self.source_windows, self.source_take)]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()["mixture"]
+        if state.get("mixture", mine) != mine:
+            raise TokenDataError(f"data loader state has mixture {state.get('mixture')}, this loader has {mine}: "
+                                 f"the mixture or its token data changed since the checkpoint")
+        super().load_state_dict(state)
+
+
+def open_training_data(path):
+    """(train data, {name: val TokenShards}) of a token set folder or of a mixture (file, or folder with
+    mixture.json). A token set's val split is named ``""``; it is left out when missing or empty."""
+    from corridor.mixture import is_mixture
+
+    if is_mixture(path):
+        mixture = TokenMixture(path)
+        return mixture, mixture.val_splits()
+    train = open_token_split(path, "train")
+    try:
+        return train, {"": open_token_split(path, "val")}
+    except TokenDataError:
+        return train, {}
+
+
+def make_window_loader(data, block_size: int, batch_size: int, **kwargs) -> WindowLoader:
+    """A MixtureLoader for a TokenMixture, else a WindowLoader."""
+    cls = MixtureLoader if isinstance(data, TokenMixture) else WindowLoader
+    return cls(data, block_size, batch_size, **kwargs)
+

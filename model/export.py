@@ -26,21 +26,21 @@ reduced_precision`` prints them).
 The folder loads offline with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and
 ``AutoTokenizer.from_pretrained(out_dir)``; transformers is not needed to export. Files are written
 into a temporary sibling folder and moved into place at the end, so a failed export leaves nothing
-half-written under ``out_dir``.
+half-written under ``out_dir``; every file gets the umask's mode (0644 under umask 022, also
+``model.safetensors``, which safetensors alone creates 0600), so a server running as another user can read it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from corridor.files import atomic_dir
 from model.errors import UserValueError
 from model.checkpoint import load_model_for_inference
 from model.gpt import GPT, GPTConfig
@@ -181,9 +181,7 @@ def export_model(model: GPT, tokenizer_json: str | Path, out_dir: str | Path,
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:  # moved into place when complete; files get the umask's mode (0644)
         weights = llama_state_dict(model, DTYPES[params.dtype])
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         files = {
@@ -195,16 +193,6 @@ def export_model(model: GPT, tokenizer_json: str | Path, out_dir: str | Path,
         for name, obj in files.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

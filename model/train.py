@@ -32,6 +32,11 @@ Choices, stated:
   uninterrupted one (bit for bit on CPU in float32). log.jsonl is cut back to the checkpoint's step.
   SIGTERM (e.g. pre-emption) saves a checkpoint at the next step boundary and returns.
 
+Mixtures (``tokens`` names a manifest from ``refinery mix``): windows are drawn from each source in
+proportion to its share (model/data.py ``MixtureLoader``), deterministically from the seed and resumed
+exactly; log.jsonl adds ``tokens_per_source`` and ``val_loss_per_source``, and ``val_loss`` is the
+share-weighted mean of the sources' validation losses.
+
 Run directory: config.json, tokenizer.json (copied from the token dir), log.jsonl (one JSON object
 per logged step: step, loss, lr, tokens_per_s, mfu, grad_norm, tokens, and val_loss when measured),
 checkpoints/step_*/ (model/checkpoint.py), summary.json (its tokens_per_s and mfu leave out the first step
@@ -58,8 +63,9 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from corridor.files import write_json_atomic, write_text_atomic
 from model import checkpoint as ckpt
-from model.data import TokenDataError, WindowLoader, open_token_split, read_token_manifest
+from model.data import TokenDataError, TokenMixture, WindowLoader, make_window_loader, open_training_data
 from model.flops import flops_per_token, mfu, peak_flops_for_device
 from model.gpt import GPT, GPTConfig, PRESETS, config_from_preset
 
@@ -72,7 +78,7 @@ class NonFiniteLossError(RuntimeError):
 class TrainConfig:
     """Everything a training run needs; JSON/YAML config files hold these field names."""
 
-    tokens: str = ""  # token-shard directory (train/, val/, manifest.json, tokenizer.json)
+    tokens: str = ""  # token-shard directory (train/, val/, manifest.json, tokenizer.json) or a mixture manifest
     out: str = ""  # run directory
     preset: str = "small"  # model shape: one of model.gpt.PRESETS
     model: dict = field(default_factory=dict)  # GPTConfig overrides, e.g. {"n_layer": 4}
@@ -271,9 +277,7 @@ class _LogFile:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(l + "\n" for l in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(l + "\n" for l in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -335,6 +339,16 @@ def _evaluate(model: nn.Module, loader: Optional[WindowLoader], steps: int, auto
     return float(total)
 
 
+def _evaluate_sources(model: nn.Module, loaders: dict, weights: dict, steps: int, autocast,
+                      env: DistEnv) -> tuple[Optional[float], dict]:
+    """(val loss, {source: val loss}); over a mixture the overall loss is the share-weighted mean."""
+    losses = {name: _evaluate(model, ld, steps, autocast, env) for name, ld in loaders.items()}
+    if not losses:
+        return None, {}
+    total = sum(weights[n] for n in losses)
+    return sum(weights[n] * v for n, v in losses.items()) / total, losses
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) a GPT on token shards; return a summary (also written to run/summary.json)."""
     cfg.validate()
@@ -368,30 +382,27 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = _LogFile(run_dir / "log.jsonl", env.is_main)
 
-    # ---- data
-    manifest = read_token_manifest(tokens_dir)
-    train_shards = open_token_split(tokens_dir, "train")
-    try:
-        val_shards = open_token_split(tokens_dir, "val")
-    except TokenDataError as e:
-        val_shards = None
-        if env.is_main:
-            print(f"[train] no validation loss: {e}", file=sys.stderr)
+    # ---- data: one token set, or a mixture of several (model/data.py)
+    train_shards, val_splits = open_training_data(tokens_dir)
+    mixture = train_shards if isinstance(train_shards, TokenMixture) else None
     model_cfg = _resolve_model_config(cfg, run_dir, train_shards.vocab_size, resuming)
     if model_cfg.vocab_size < train_shards.vocab_size:
         raise ValueError(f"model vocab {model_cfg.vocab_size} < token vocab {train_shards.vocab_size}")
     block = model_cfg.block_size
-    loader = WindowLoader(train_shards, block, cfg.batch_size, rank=env.rank, world_size=env.world_size,
-                          seed=cfg.seed, shuffle=True, device=device,
-                          prefetch=cfg.prefetch if cfg.prefetch is not None else (2 if device_kind == "cuda" else 0))
-    val_loader = None
-    if val_shards is not None:
+    loader = make_window_loader(train_shards, block, cfg.batch_size, rank=env.rank, world_size=env.world_size,
+                                seed=cfg.seed, shuffle=True, device=device,
+                                prefetch=cfg.prefetch if cfg.prefetch is not None else (2 if device_kind == "cuda" else 0))
+    val_loaders: dict[str, WindowLoader] = {}  # per source ("" for a single token set)
+    for name, val_shards in val_splits.items():
         try:
-            val_loader = WindowLoader(val_shards, block, cfg.batch_size, rank=env.rank,
-                                      world_size=env.world_size, seed=cfg.seed, shuffle=False, device=device)
+            val_loaders[name] = WindowLoader(val_shards, block, cfg.batch_size, rank=env.rank,
+                                             world_size=env.world_size, seed=cfg.seed, shuffle=False, device=device)
         except TokenDataError as e:
             if env.is_main:
-                print(f"[train] no validation loss: {e}", file=sys.stderr)
+                print(f"[train] no validation loss{f' for {name}' if name else ''}: {e}", file=sys.stderr)
+    if not val_loaders and env.is_main:
+        print(f"[train] no validation loss: no usable val split under {tokens_dir}", file=sys.stderr)
+    val_weights = {n: mixture.shares[mixture.names.index(n)] if mixture else 1.0 for n in val_loaders}
 
     # ---- model, wrappers, optimizer
     torch.manual_seed(cfg.seed)
@@ -445,16 +456,13 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
     tokens_per_step = cfg.batch_size * cfg.grad_accum * env.world_size * block
     run_config = {"train": dataclasses.asdict(cfg), "world_size": env.world_size,
                   "data": {"tokens": str(tokens_dir), "vocab_size": train_shards.vocab_size,
-                           "eot_id": train_shards.eot_id, "train_tokens": train_shards.total_tokens},
+                           "eot_id": train_shards.eot_id, "train_tokens": train_shards.total_tokens,
+                           **({"mixture": mixture.manifest["sources"]} if mixture else {})},
                   "flops_per_token": fpt, "flop_formula": "6*N + 12*n_layer*n_embd*block_size"}
     if env.is_main:
-        cfg_path = run_dir / "config.json"
-        current = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        current.update(run_config)
-        current["model"] = model_cfg.to_dict()
-        ckpt._write_json_atomic(cfg_path, current)
-        tok_json = tokens_dir / "tokenizer.json"
-        if tok_json.is_file():
+        ckpt.write_run_config(run_dir, run_config, model_cfg.to_dict())
+        tok_json = mixture.tokenizer_path if mixture else tokens_dir / "tokenizer.json"
+        if tok_json is not None and tok_json.is_file():
             shutil.copyfile(tok_json, run_dir / "tokenizer.json")
         print(f"[train] {n_params / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step, world {env.world_size}, "
               f"device {device}, dtype {str(dtype).replace('torch.', '')}, compile {use_compile}, "
@@ -529,10 +537,11 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
             last_loss = loss_val if finite else last_loss
 
             step_end = time.perf_counter()  # throughput excludes eval and checkpoint time
-            do_eval = val_loader is not None and (
+            do_eval = bool(val_loaders) and (
                 (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps)
             do_log = step % cfg.log_every == 0 or step == end_step or do_eval or not finite
-            val_loss = _evaluate(model, val_loader, cfg.eval_steps, autocast, env) if do_eval else None
+            val_loss, val_per_source = _evaluate_sources(model, val_loaders, val_weights, cfg.eval_steps, autocast,
+                                                         env) if do_eval else (None, {})
             if val_loss is not None:
                 last_val = val_loss
             if do_log:
@@ -544,6 +553,10 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
                     record["skipped"] = True
                 if val_loss is not None:
                     record["val_loss"] = val_loss
+                if mixture is not None:
+                    record["tokens_per_source"] = loader.tokens_per_source()
+                    if val_per_source:
+                        record["val_loss_per_source"] = val_per_source
                 log.write(record)
                 bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
                                 mfu="-" if last_mfu is None else f"{100 * last_mfu:.1f}%", refresh=False)
@@ -579,7 +592,7 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
         "finished": step >= cfg.max_steps,
     }
     if env.is_main:
-        ckpt._write_json_atomic(run_dir / "summary.json", summary)
+        write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 
@@ -587,7 +600,8 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
 # command line
 
 _CLI_FIELDS = {  # flag -> (TrainConfig field, type, help)
-    "--tokens": ("tokens", str, "token-shard directory (train/, val/, manifest.json, tokenizer.json)"),
+    "--tokens": ("tokens", str, "token-shard directory (train/, val/, manifest.json, tokenizer.json), or a "
+                                "mixture manifest from `refinery mix`"),
     "--out": ("out", str, "run directory (checkpoints, log.jsonl, config.json)"),
     "--preset": ("preset", str, f"model shape: {', '.join(PRESETS)}"),
     "--block-size": ("block_size", int, "sequence length (default: the preset's)"),

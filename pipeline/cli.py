@@ -3,6 +3,7 @@
     refinery run PIPELINE --input PATH... --output DIR [--limit N] [--set STAGE.KEY=VALUE] [Beam options]
     refinery pipelines                      list the pipelines of pipelines.yaml with their stages
     refinery train-tokenizer / tokenize     tokenizer and token shards (pipeline/tokenize)
+    refinery mix                            several token sets, weighted, as one mixture (pipeline/tokenize/mix.py)
     refinery pretrain                       the bundled GPT trainer (model/train.py)
     refinery eval / generate / export       evaluation suite, sampling, Hugging Face export (model/)
     refinery ablate                         raw vs filtered vs refined: same model, same budget
@@ -114,6 +115,7 @@ def _cmd_pipelines(args) -> int:
 SUBCOMMANDS = {
     "train-tokenizer": ("train a byte-level BPE tokenizer on refined shards", _Lazy("pipeline.tokenize.cli", "add_train_arguments", "run_train")),
     "tokenize": ("write token shards from refined shards", _Lazy("pipeline.tokenize.cli", "add_tokenize_arguments", "run_tokenize")),
+    "mix": ("weight several token sets into one mixture manifest (epochs or shares)", _Lazy("pipeline.tokenize.mix", "add_arguments", "run")),
     "pretrain": ("train a GPT-style model on token shards", _Lazy("model.train", "add_arguments", "run")),
     "finetune": ("fine-tune a checkpoint on SST-2, WNUT-17 or your labelled data (full or LoRA)", _Lazy("model.finetune.train", "add_arguments", "run")),
     "eval": ("bits-per-byte and zero-shot tasks for a checkpoint", _Lazy("model.evaluate.cli", "add_eval_arguments", "run_eval")),

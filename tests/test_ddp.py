@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, require_shared
-from model.data import write_token_shards
+from corridor.token_shards import chunk_documents, write_token_set
 from model.train import TrainConfig, train
 
 COMMON = ["--preset", "tiny", "--block-size", "32", "--max-steps", "2", "--device", "cpu", "--dtype", "float32",
@@ -34,8 +34,7 @@ def reference(tmp_path_factory):
     docs = [list(p) + [256] for p in text.split(b"\n\n") if p]
     root = tmp_path_factory.mktemp("ddp")
     tokens = root / "tokens"
-    write_token_shards(tokens, "train", docs[:-30], vocab_size=257, eot_id=256, docs_per_shard=100)
-    write_token_shards(tokens, "val", docs[-30:], vocab_size=257, eot_id=256)
+    write_token_set(tokens, {"train": chunk_documents(docs[:-30], 100), "val": [docs[-30:]]}, vocab_size=257, eot_id=256)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

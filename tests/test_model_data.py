@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from model.data import (TokenDataError, TokenShards, WindowLoader, open_token_split, split_files,
-                        write_token_shards)
+from corridor.token_shards import chunk_documents, write_token_set
+from model.data import TokenDataError, TokenShards, WindowLoader, open_token_split, split_files
 
 EOT = 60000
 
@@ -35,8 +35,8 @@ def stream_of(docs):
 @pytest.fixture()
 def tokens_dir(tmp_path):
     docs = counting_documents(5000)
-    write_token_shards(tmp_path, "train", docs, vocab_size=60001, eot_id=EOT, docs_per_shard=40)
-    write_token_shards(tmp_path, "val", counting_documents(700), vocab_size=60001, eot_id=EOT)
+    write_token_set(tmp_path, {"train": chunk_documents(docs, 40), "val": [counting_documents(700)]},
+                    vocab_size=60001, eot_id=EOT)
     return tmp_path
 
 
@@ -75,7 +75,7 @@ def test_manifest_listing_and_directory_scan_agree(tokens_dir):
 
 def test_uint32_and_compressed_shards(tmp_path):
     docs = [[70000, 5, 80000, 99999], [1, 2, 99999]]
-    write_token_shards(tmp_path / "a", "train", docs, vocab_size=100000, eot_id=99999)
+    write_token_set(tmp_path / "a", {"train": [docs]}, vocab_size=100000, eot_id=99999)
     shards = open_token_split(tmp_path / "a", "train")
     assert shards.dtype == np.uint32 and shards.read(0, 7).tolist() == [70000, 5, 80000, 99999, 1, 2, 99999]
     # a zstd-compressed shard still reads correctly (decompressed into memory, and reported as such)
@@ -102,7 +102,7 @@ def test_bad_shards_give_clear_errors(tmp_path):
     with pytest.raises(TokenDataError, match="no token shards"):
         open_token_split(tmp_path, "train")
     with pytest.raises(ValueError, match="end-of-text"):
-        write_token_shards(tmp_path / "w", "train", [[1, 2, 3]], vocab_size=10, eot_id=9)
+        write_token_set(tmp_path / "w", {"train": [[[1, 2, 3]]]}, vocab_size=10, eot_id=9)
 
 
 def test_epoch_covers_every_window_once_in_a_seeded_order(tokens_dir):

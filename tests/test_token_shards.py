@@ -252,3 +252,16 @@ def test_clear_errors(doc_folder, tokenizer_path, tmp_path, capsys):
                      "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: tokenizer file") and "\n" not in err and "Traceback" not in err
+
+
+def test_trainer_reader_opens_what_tokenize_writes_and_its_checksums_hold(tokens_out):
+    """The corridor: model/data.py reads the pipeline's token set with every check on (no Beam needed there)."""
+    from model.data import open_token_split, verify_token_checksums
+
+    out, manifest = tokens_out
+    for split in ("train", "val"):
+        shards = open_token_split(out, split)
+        assert shards.total_tokens == manifest["splits"][split]["tokens"]
+        assert shards.num_documents == manifest["splits"][split]["documents"]
+        assert shards.vocab_size == manifest["vocab_size"] and shards.eot_id == manifest["eot_id"]
+    assert verify_token_checksums(out) == NUM_SHARDS + 1

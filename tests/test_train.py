@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import require_shared
 from model.checkpoint import list_checkpoints, load_model_for_inference
-from model.data import write_token_shards
+from corridor.token_shards import chunk_documents, write_token_set
 from model.flops import flops_per_token, matmul_params, mfu, peak_flops_for_device
 from model.gpt import GPT, config_from_preset
 from model.train import (NonFiniteLossError, TrainConfig, add_arguments, config_from_args, lr_at, param_groups,
@@ -38,9 +38,8 @@ def shakespeare_tokens(tmp_path_factory):
     def docs(b):
         return [list(p) + [EOT] for p in b.split(b"\n\n") if p]
 
-    write_token_shards(out, "train", docs(text[:cut]), vocab_size=257, eot_id=EOT, docs_per_shard=400,
-                       tokenizer_json='{"model": {"type": "bytes"}}')
-    write_token_shards(out, "val", docs(text[cut:]), vocab_size=257, eot_id=EOT, docs_per_shard=400)
+    write_token_set(out, {"train": chunk_documents(docs(text[:cut]), 400), "val": chunk_documents(docs(text[cut:]), 400)},
+                    vocab_size=257, eot_id=EOT, tokenizer_json='{"model": {"type": "bytes"}}')
     counts = np.bincount(np.frombuffer(text, np.uint8), minlength=256) / len(text)
     counts = counts[counts > 0]
     return out, float(-(counts * np.log(counts)).sum())

@@ -40,11 +40,11 @@ DRIVER = textwrap.dedent('''
 
 
 def _tokens(tmp_path):
-    from model.data import write_token_shards
+    from corridor.token_shards import chunk_documents, write_token_set
 
     text = require_shared("text", "botchan.txt").read_bytes()[:120_000]
     docs = [list(p) + [256] for p in text.split(b"\n\n") if p]
-    write_token_shards(tmp_path / "tokens", "train", docs, vocab_size=257, eot_id=256, docs_per_shard=200)
+    write_token_set(tmp_path / "tokens", {"train": chunk_documents(docs, 200)}, vocab_size=257, eot_id=256)
     return tmp_path / "tokens"
 
 

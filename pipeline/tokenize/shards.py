@@ -1,31 +1,11 @@
-"""The token-shard format: what ``refinery tokenize`` writes and the trainer memory-maps.
+"""Writing token shards from the Beam pipeline: sharding, object stores, stale files, the tokenizer's facts.
 
-Layout of an output directory ``tokens/``::
-
-    tokens/manifest.json
-    tokens/tokenizer.json                      (a copy of the tokenizer used)
-    tokens/train/part-00000-of-00008.arrow ...
-    tokens/val/part-00000-of-00001.arrow
-
-Each shard is an Arrow IPC *file*, UNCOMPRESSED (so it can be memory-mapped and its values buffer read
-without a copy), holding exactly one record batch with columns ``id`` (string) and ``tokens``
-(``large_list<uint16>``, or ``large_list<uint32>`` when the vocabulary has more than 65,535 entries).
-Every row is one document whose tokens end with the ``<|endoftext|>`` id. Rows are sorted by ``id``
-(rows sharing an id by their token ids), a document goes to shard ``stable_hash64(id) % N``, and a shard is written
-under a temporary name and renamed when complete, so re-running gives byte-identical files.
-
-``manifest.json``::
-
-    {"format": "webrefinery-token-shards", "version": 1,
-     "vocab_size": int, "eot_id": int, "eot_token": str, "dtype": "uint16"|"uint32",
-     "tokenizer": "tokenizer.json", "tokenizer_sha256": str, "val_fraction": float,
-     "splits": {"train": {"files": [{"name": "part-00000-of-00008.arrow",
-                                     "path": "train/part-00000-of-00008.arrow",
-                                     "rows": int, "tokens": int, "sha256": str}, ...],
-                          "tokens": int, "documents": int},
-                "val": {...}}}
-
-``name`` is relative to the split folder, ``path`` to the manifest's folder.
+The format itself (schema, dtype rule, file names, manifest with version and checksums) is defined once
+in ``corridor/token_shards.py``, which the trainer's reader (``model/data.py``) uses too; this module adds
+what only the pipeline needs: a document goes to shard ``stable_hash64(id) % N`` and to the validation
+split by a salted stable hash of its id, shards are written atomically to local disk or any Beam
+filesystem (``gs://...``), shard indexes that got no document get an empty shard, part files of earlier
+runs are deleted, and the tokenizer is copied beside the shards. Re-running gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -34,43 +14,24 @@ import hashlib
 import json
 import os
 import re
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Tuple
 
 import numpy as np
 import pyarrow as pa
 
+from corridor import FormatError
+from corridor.token_shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SPLITS, TOKENIZER_NAME,  # noqa: F401
+                                   UINT16_MAX_VOCAB, Row, arrow_tokens_type, build_manifest, check_manifest,
+                                   encode_shard, manifest_bytes, rows_to_record_batch, serialize_record_batch,
+                                   sha256_file, shard_file_name, shard_metadata, sort_rows, token_dtype_name,
+                                   token_schema)
 from pipeline.document import stable_hash64
 from pipeline.io import fs
 from pipeline.io.shards import write_bytes_atomically  # noqa: F401  (also used by tokenize/train.py)
 from pipeline.tokenize import EOT_TOKEN, UsageError
 
-SPLITS = ("train", "val")
-UINT16_MAX_VOCAB = 65_535  # the contract: uint16 while the vocabulary has at most 65,535 entries
-MANIFEST_NAME = "manifest.json"
-TOKENIZER_NAME = "tokenizer.json"
-FORMAT_NAME = "webrefinery-token-shards"
 _PART_RE = re.compile(r"^part-\d{5}-of-\d{5}\.arrow$")
 _VAL_SALT = "val\x1f"
-
-Row = Tuple[str, bytes]  # (document id, token ids as raw little-endian bytes of the shard dtype)
-
-
-def token_dtype_name(vocab_size: int) -> str:
-    """``"uint16"`` when every id fits the contract's 65,535-entry limit, else ``"uint32"``."""
-    return "uint16" if vocab_size <= UINT16_MAX_VOCAB else "uint32"
-
-
-def arrow_tokens_type(dtype_name: str) -> pa.DataType:
-    return pa.large_list(pa.uint16() if dtype_name == "uint16" else pa.uint32())
-
-
-def token_schema(dtype_name: str, metadata: Mapping[str, str] | None = None) -> pa.Schema:
-    """Schema of a token shard: ``id`` string, ``tokens`` large_list of the dtype."""
-    return pa.schema([pa.field("id", pa.string()), pa.field("tokens", arrow_tokens_type(dtype_name))], metadata=metadata)
-
-
-def shard_file_name(index: int, count: int) -> str:
-    return f"part-{index:05d}-of-{count:05d}.arrow"
 
 
 def shard_index(doc_id: str, count: int) -> int:
@@ -83,14 +44,6 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
     if val_fraction <= 0.0:
         return False
     return stable_hash64(_VAL_SALT + doc_id) < val_fraction * 2.0**64
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_tokenizer_json(tokenizer_path: str) -> str:
@@ -127,65 +80,12 @@ def tokenizer_facts(tokenizer_path: str, eot_token: str = EOT_TOKEN) -> Dict[str
     }
 
 
-def shard_metadata(facts: Mapping[str, object]) -> Dict[str, str]:
-    """Arrow schema metadata stored in every shard (so one file describes itself)."""
-    return {k: str(facts[k]) for k in ("vocab_size", "eot_id", "dtype", "tokenizer_sha256")}
-
-
-def sort_rows(rows: Iterable[Row], dtype_name: str) -> List[Row]:
-    """Rows sorted by id, rows with the same id by their token ids (numerically): the order inside a shard."""
-    ordered = sorted(rows, key=lambda row: row[0])
-    start = 0
-    while start < len(ordered):  # ids repeat rarely: only those runs get the (slower) numeric tie-break
-        end = start + 1
-        while end < len(ordered) and ordered[end][0] == ordered[start][0]:
-            end += 1
-        if end - start > 1:
-            ordered[start:end] = sorted(ordered[start:end],
-                                        key=lambda row: np.frombuffer(row[1], dtype=dtype_name).tolist())
-        start = end
-    return ordered
-
-
-def rows_to_record_batch(rows: Sequence[Row], dtype_name: str, metadata: Mapping[str, str] | None = None) -> pa.RecordBatch:
-    """One record batch from already-sorted rows (tokens are raw bytes of ``dtype_name``)."""
-    np_dtype = np.dtype(dtype_name).newbyteorder("<")
-    itemsize = np_dtype.itemsize
-    lengths = np.fromiter((len(tokens) // itemsize for _, tokens in rows), dtype=np.int64, count=len(rows))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.frombuffer(b"".join(tokens for _, tokens in rows), dtype=np_dtype).astype(np.dtype(dtype_name), copy=False)
-    value_type = arrow_tokens_type(dtype_name).value_type
-    tokens = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), pa.array(values, type=value_type))
-    ids = pa.array([doc_id for doc_id, _ in rows], type=pa.string())
-    return pa.RecordBatch.from_arrays([ids, tokens], schema=token_schema(dtype_name, metadata))
-
-
-def serialize_record_batch(batch: pa.RecordBatch) -> bytes:
-    """An uncompressed Arrow IPC file holding exactly ``batch``."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression=None)) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
 def write_token_shard(output_dir: str, split: str, index: int, count: int, rows: Iterable[Row],
                       dtype_name: str, metadata: Mapping[str, str] | None = None) -> Dict[str, object]:
     """Sort ``rows``, write ``output_dir/split/part-i-of-n.arrow`` atomically; return its manifest entry."""
-    ordered = sort_rows(rows, dtype_name)
-    batch = rows_to_record_batch(ordered, dtype_name, metadata)
-    data = serialize_record_batch(batch)
-    name = shard_file_name(index, count)
-    write_bytes_atomically(_join(output_dir, split, name), data)
-    itemsize = np.dtype(dtype_name).itemsize
-    return {
-        "split": split,
-        "name": name,
-        "path": f"{split}/{name}",
-        "rows": len(ordered),
-        "tokens": sum(len(t) for _, t in ordered) // itemsize,
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    data, entry = encode_shard(split, index, count, rows, dtype_name, metadata)
+    write_bytes_atomically(_join(output_dir, split, str(entry["name"])), data)
+    return entry
 
 
 def finalize_token_output(output_dir: str, tokenizer_path: str, facts: Mapping[str, object],
@@ -195,16 +95,16 @@ def finalize_token_output(output_dir: str, tokenizer_path: str, facts: Mapping[s
     part files (and temporaries of crashed writers) from earlier runs, copy the tokenizer, write ``manifest.json``. Returns the manifest."""
     by_key = {(w["split"], w["name"]): dict(w) for w in written}
     metadata = shard_metadata(facts)
-    splits: Dict[str, object] = {}
+    entries_by_split: Dict[str, List[Dict[str, object]]] = {}
     for split in SPLITS:
         count = shard_counts[split]
-        entries = []
+        entries = entries_by_split.setdefault(split, [])
         for i in range(count):
             name = shard_file_name(i, count)
             entry = by_key.get((split, name))
             if entry is None:
                 entry = write_token_shard(output_dir, split, i, count, [], str(facts["dtype"]), metadata)
-            entries.append({k: entry[k] for k in ("name", "path", "rows", "tokens", "sha256")})
+            entries.append(entry)
         wanted = {e["name"] for e in entries}
         stale_files = []
         for path in fs.list_files(_join(output_dir, split, "*")):
@@ -213,11 +113,6 @@ def finalize_token_output(output_dir: str, tokenizer_path: str, facts: Mapping[s
             if (_PART_RE.match(stale) and stale not in wanted) or leftover_tmp:
                 stale_files.append(path)
         fs.delete(stale_files)
-        splits[split] = {
-            "files": entries,
-            "tokens": sum(e["tokens"] for e in entries),
-            "documents": sum(e["rows"] for e in entries),
-        }
     tok_copy = _join(output_dir, TOKENIZER_NAME)
     same_file = not fs.is_remote(tok_copy) and not fs.is_remote(tokenizer_path) and \
         os.path.abspath(tok_copy) == os.path.abspath(tokenizer_path)
@@ -225,20 +120,8 @@ def finalize_token_output(output_dir: str, tokenizer_path: str, facts: Mapping[s
         text = facts.get("tokenizer_json")
         data = text.encode("utf-8") if isinstance(text, str) else fs.read_bytes(tokenizer_path)
         write_bytes_atomically(tok_copy, data)
-    manifest = {
-        "format": FORMAT_NAME,
-        "version": 1,
-        "vocab_size": facts["vocab_size"],
-        "eot_id": facts["eot_id"],
-        "eot_token": facts["eot_token"],
-        "dtype": facts["dtype"],
-        "tokenizer": TOKENIZER_NAME,
-        "tokenizer_sha256": facts["tokenizer_sha256"],
-        "val_fraction": val_fraction,
-        "splits": splits,
-    }
-    write_bytes_atomically(_join(output_dir, MANIFEST_NAME),
-                           (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    manifest = build_manifest(facts, entries_by_split, val_fraction)
+    write_bytes_atomically(_join(output_dir, MANIFEST_NAME), manifest_bytes(manifest))
     return manifest
 
 
@@ -255,7 +138,12 @@ def read_token_shard(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
 
 
 def load_manifest(output_dir: str) -> Dict[str, object]:
-    return json.loads(fs.read_bytes(_join(output_dir, MANIFEST_NAME)))
+    """The manifest of a token set (local or gs://...), checked: UsageError when unreadable or unknown."""
+    path = _join(output_dir, MANIFEST_NAME)
+    try:
+        return check_manifest(json.loads(fs.read_bytes(path)), path)
+    except (FormatError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from exc
 
 
 def _join(base: str, *names: str) -> str:

@@ -1,0 +1,20 @@
+"""The corridor between the two wings: the file formats that ``pipeline`` writes and ``model`` reads.
+
+``pipeline`` (Beam) and ``model`` (PyTorch) never import each other (``pipeline`` imports ``model`` only
+from its command-line front door), and the trainer runs on machines without Beam. What the wings share is
+files, so the *description* of those files lives here, once, in modules that import only the standard
+library, NumPy and pyarrow:
+
+- ``token_shards.py``: the token-shard format (schema, dtype rule, file names, manifest with version and
+  checksums, its validation) and a small local writer built from the same functions the Beam writer uses.
+- ``mixture.py``: the mixture manifest (several token sets, weighted by epochs or shares; no data copied):
+  planning the table, writing it, validating it.
+- ``files.py``: writing a local file or folder atomically with the modes its neighbours have (umask).
+
+The pipeline wing writes through ``pipeline/tokenize/shards.py`` (which adds Beam filesystems, sharding by
+stable hash and stale-file cleanup); the model wing reads through ``model/data.py``.
+"""
+
+
+class FormatError(ValueError):
+    """A file does not follow the corridor's format (each wing re-raises it as its own user error)."""
