@@ -7,7 +7,8 @@ rejected documents per reason with the signal values that decided them, so that 
 eyeballed. Everything a document brings (text, URL) is HTML-escaped; only http(s) URLs become links.
 
 The helpers that tie a stage's parameters to the column it thresholds (``threshold_signals``,
-``signal_columns_for_reason``) are shared with the notebooks in ``notebooks/``.
+``signal_columns_for_reason``) read the stages' declared rules (``pipeline.stages.base``) and are shared with
+the notebooks in ``notebooks/``.
 
 The figures of this module are built with matplotlib's object API (``matplotlib.figure.Figure``), never
 through ``pyplot``, so a notebook can display them (``display(fig)``) without its plotting backend being
@@ -29,7 +30,8 @@ from pipeline.report import PAPER_FUNNEL, draw_funnel, load_report
 
 CORE = {"id", "url", "text", "source", "warc_date", "record_offset", "reason"}
 
-# Column prefix of the signals a stage writes, when it is not simply "<stage>_".
+# Column prefix of the signals a stage writes, when it is not simply "<stage>_" (only for stages that are not
+# registered here, e.g. a run made by a newer version; registered stages declare their columns).
 STAGE_COLUMN_PREFIX = {
     "gopher_quality": "gopher_",
     "gopher_repetition": "gopher_",
@@ -37,8 +39,6 @@ STAGE_COLUMN_PREFIX = {
     "c4_filters": "c4_",
     "fineweb_filters": "fineweb_",
 }
-# Parameters whose column does not follow "<prefix><param without min_/max_>": (stage, param) -> (column, bound).
-SPECIAL_THRESHOLDS = {("langid", "threshold"): ("language_score", "min")}
 # Columns worth showing beside a rejected document when no threshold names its rule.
 REASON_COLUMNS = {
     "url_filter": ("url_filter_hit", "url_soft_words"),
@@ -62,6 +62,14 @@ class Threshold:
     column: str
     value: float
     bound: str  # "min": a document needs column >= value; "max": column <= value
+    rule: str = ""  # the rule this threshold decides (the reason is "<stage>:<rule>")
+    keep: str = ""  # the declared comparison a kept document satisfies (">=", ">", "<=", "<")
+
+    def breaks(self, value: Any) -> bool:
+        """True when ``value`` is rejected at this threshold."""
+        if self.keep in (">", "<"):
+            return value <= self.value if self.keep == ">" else value >= self.value
+        return value < self.value if self.bound == "min" else value > self.value
 
     def label(self) -> str:
         return f"{self.stage}.{self.param} = {self.value:g}"
@@ -99,29 +107,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _registry() -> Dict[str, Any]:
+    from pipeline.stages import load_all
+
+    return load_all()
+
+
 def threshold_signals(manifest: Mapping[str, Any], columns: Iterable[str]) -> List[Threshold]:
     """The run's numeric filter parameters that threshold a column present in ``columns``.
 
-    ``gopher_quality.min_words = 50`` thresholds ``gopher_words`` from below; ``gopher_repetition.dup_line_frac``
-    thresholds ``gopher_dup_line_frac`` from above; ``langid.threshold`` thresholds ``language_score``.
-    The rule: strip ``min_``/``max_`` from the parameter and look for ``<stage prefix><rest>``.
+    They come from the stages' declared rules (``pipeline.stages.base.Rule``: rule, column, comparison,
+    parameter), with the values the run used (manifest.json): ``gopher_quality.min_words = 50`` thresholds
+    ``gopher_words`` from below, ``langid.threshold`` thresholds ``language_score``.
     """
     cols = set(columns)
+    registry = _registry()
     out: List[Threshold] = []
     for stage, params in stage_params(manifest).items():
-        prefixes = [STAGE_COLUMN_PREFIX.get(stage, f"{stage}_"), f"{stage}_"]
-        for param, value in params.items():
-            if not _is_number(value):
-                continue
-            special = SPECIAL_THRESHOLDS.get((stage, param))
-            if special:
-                column, bound = special
-            else:
-                bound = "min" if param.startswith("min_") else "max"
-                core = param[4:] if param.startswith(("min_", "max_")) else param
-                column = next((p + core for p in prefixes if p + core in cols), "")
-            if column in cols:
-                out.append(Threshold(stage, param, column, float(value), bound))
+        cls = registry.get(stage)
+        for rule in getattr(cls, "rules", ()):
+            value = params.get(rule.param_name) if rule.param_name else None
+            if rule.bound and rule.column in cols and _is_number(value):
+                out.append(Threshold(stage, rule.param_name, rule.column, float(value), rule.bound, rule.name, rule.keep))
     return out
 
 
@@ -129,18 +136,16 @@ def signal_columns_for_reason(reason: str, thresholds: Sequence[Threshold], colu
     """Columns that explain a rejection ``<stage>:<rule>`` (the thresholded signal first)."""
     cols = list(columns)
     stage, _, rule = reason.partition(":")
-    rule_core = rule[4:] if rule.startswith(("min_", "max_")) else rule
-    found: List[str] = []
-    for t in thresholds:
-        if t.stage != stage:
-            continue
-        param_core = t.param[4:] if t.param.startswith(("min_", "max_")) else t.param
-        if rule and (t.param == rule or param_core.startswith(rule_core)):
-            found.append(t.column)
+    found = [t.column for t in thresholds if t.stage == stage and rule and t.rule == rule]
+    cls = _registry().get(stage)
+    found += [r.column for r in getattr(cls, "rules", ()) if r.name == rule and r.column in cols]  # flags ("falsy")
     found += [c for c in REASON_COLUMNS.get(stage, ()) if c in cols]
     if not found:
-        prefix = STAGE_COLUMN_PREFIX.get(stage, f"{stage}_")
-        found = [c for c in cols if c.startswith(prefix)][:4]
+        if cls is not None:
+            found = [c for c in cols if c in cls.columns][:4]
+        else:
+            prefix = STAGE_COLUMN_PREFIX.get(stage, f"{stage}_")
+            found = [c for c in cols if c.startswith(prefix)][:4]
     return list(dict.fromkeys(found))
 
 
@@ -407,7 +412,7 @@ def _threshold_note(column: str, value: Any, thresholds: Sequence[Threshold], st
     notes = []
     for t in thresholds:
         if t.column == column and t.stage == stage and _is_number(value):
-            broken = value < t.value if t.bound == "min" else value > t.value
+            broken = t.breaks(value)
             notes.append(f"{t.bound} {t.value:g}{' ✗' if broken else ''}")
     return f" <span class=muted>({', '.join(notes)})</span>" if notes else ""
 

@@ -1,34 +1,54 @@
 """Document stages, one module each, pure Python (no Beam import).
 
-Importing this package registers every built-in stage in ``pipeline.stages.base.STAGES``.
+Importing this package registers nothing by itself; ``load_all()`` imports every stage module and
+returns the registry ``pipeline.stages.base.STAGES``. Stage modules are found, never listed:
+
+- every module of this package (``pkgutil``), so a new filter stage is one file here;
+- every module named ``stage.py`` or ``stages.py`` in another package of ``pipeline`` (the dedup
+  and tokenize collection stages live beside their Beam code).
+
+A module that fails to import is an error (never a silently missing stage), and so is a module that
+defines a stage class with a ``name`` but forgot ``@register``.
 """
 
 import importlib
+import inspect
+import os
+import pkgutil
 
-from pipeline.stages.base import STAGES, CollectionStage, DocumentStage, ParamError, register  # noqa: F401
+from pipeline.stages.base import STAGES, CollectionStage, DocumentStage, ParamError, Param, Rule, Stage, register  # noqa: F401
 
-# Modules that define stages. A module missing here is simply not registered.
-_STAGE_MODULES = [
-    "pipeline.stages.extract",
-    "pipeline.stages.langid",
-    "pipeline.stages.url_filter",
-    "pipeline.stages.gopher_repetition",
-    "pipeline.stages.gopher_quality",
-    "pipeline.stages.line_corrections",
-    "pipeline.stages.normalize",
-    "pipeline.stages.c4_filters",
-    "pipeline.stages.fineweb_filters",
-    "pipeline.dedup.stages",
-    "pipeline.tokenize.stage",
-]
+# File names of stage modules in packages other than this one.
+STAGE_MODULE_NAMES = ("stage", "stages")
+
+
+def stage_modules() -> list:
+    """Names of every module that may define stages: this package's modules, then the ``stage``/``stages``
+    modules of the other packages under ``pipeline`` (found on disk, so no package is imported to find them)."""
+    own = sorted(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.ispkg)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the pipeline package
+    others = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d.isidentifier() and os.path.isfile(os.path.join(folder, d, "__init__.py")))
+        rel = os.path.relpath(folder, root)
+        if rel == "stages":
+            continue
+        package = "pipeline" if rel == "." else "pipeline." + rel.replace(os.sep, ".")
+        others += [f"{package}.{n}" for n in STAGE_MODULE_NAMES if f"{n}.py" in files]
+    return own + sorted(others)
 
 
 def load_all() -> dict:
     """Import every stage module (registering its stages) and return the registry."""
-    for mod in _STAGE_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:  # the module exists but one of its imports is missing: a real error
-                raise
+    for name in stage_modules():
+        module = importlib.import_module(name)  # an import error propagates: never a skipped stage
+        for obj in vars(module).values():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, Stage)
+                and obj.__module__ == name
+                and obj.__dict__.get("name")
+                and STAGES.get(obj.name) is not obj
+            ):
+                raise TypeError(f"{name}: stage class {obj.__name__} ('{obj.name}') is not @register-ed")
     return STAGES

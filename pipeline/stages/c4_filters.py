@@ -36,13 +36,12 @@ Columns (int32 unless said): ``c4_lines_kept``, ``c4_sentences``, ``c4_removed_l
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from typing import Optional, Sequence
+from typing import Optional
 
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, Rule, register
 
 CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
@@ -52,33 +51,13 @@ POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses co
 _SENTENCE_END_RE = re.compile(r"(?<![.!?])[.!?]+[\"'”’)\]]*(?=\s|$)")
 
 
+# line rules (lines removed by each are counted in c4_removed_<rule>)
+LINE_RULES = ("long_word", "no_terminal_punct", "too_few_words", "javascript", "policy")
+
+
 def count_sentences(line: str) -> int:
     """Sentences in a line that ends in terminal punctuation (at least 1)."""
     return max(1, len(_SENTENCE_END_RE.findall(line)))
-
-
-@dataclasses.dataclass
-class C4FiltersParams:
-    min_sentences: int = 5
-    min_words_per_line: int = 3
-    max_word_length: int = 1000
-    terminal_punctuation: Sequence[str] = (".", "!", "?", '"', "”")
-    remove_citations: bool = True
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    filter_policy: bool = True
-
-    def validate(self) -> None:
-        check_range("c4_filters", "min_sentences", self.min_sentences, 0)
-        check_range("c4_filters", "min_words_per_line", self.min_words_per_line, 0)
-        check_range("c4_filters", "max_word_length", self.max_word_length, 0)
-        if isinstance(self.terminal_punctuation, str) or not all(
-            isinstance(p, str) and p for p in self.terminal_punctuation
-        ):
-            raise ParamError(
-                f"stage 'c4_filters': 'terminal_punctuation' must be a list of strings, got {self.terminal_punctuation!r}"
-            )
 
 
 @register
@@ -86,23 +65,32 @@ class C4Filters(DocumentStage):
     """C4's line filters (terminal punctuation, short lines, javascript, policy) and page rules."""
 
     name = "c4_filters"
-    Params = C4FiltersParams
-    columns = {
+    parameters = (
+        Param("min_sentences", 5, lo=0),
+        Param("min_words_per_line", 3, lo=0),
+        Param("max_word_length", 1000, lo=0),
+        Param("terminal_punctuation", (".", "!", "?", '"', "”"), kind="strings"),
+        *[Param(switch, True, kind="bool") for switch in
+          ("remove_citations", "filter_lorem_ipsum", "filter_javascript", "filter_curly_bracket", "filter_policy")],
+    )
+    signal_columns = {
         "c4_lines_kept": pa.int32(),
         "c4_sentences": pa.int32(),
-        "c4_removed_long_word": pa.int32(),
-        "c4_removed_no_terminal_punct": pa.int32(),
-        "c4_removed_too_few_words": pa.int32(),
-        "c4_removed_javascript": pa.int32(),
-        "c4_removed_policy": pa.int32(),
+        **{f"c4_removed_{rule}": pa.int32() for rule in LINE_RULES},
         "c4_lorem_ipsum": pa.bool_(),
         "c4_curly_bracket": pa.bool_(),
     }
+    # page rules, checked in this order once every line has been scanned
+    rules = (
+        Rule("lorem_ipsum", "c4_lorem_ipsum", None, "falsy"),
+        Rule("curly_bracket", "c4_curly_bracket", None, "falsy"),
+        Rule("too_few_sentences", "c4_sentences", None, ">=", "min_sentences"),
+    )
 
     def process(self, doc) -> Optional[str]:
         p = self.params
         ends = tuple(p.terminal_punctuation)
-        removed = dict(long_word=0, no_terminal_punct=0, too_few_words=0, javascript=0, policy=0)
+        removed = dict.fromkeys(LINE_RULES, 0)
         lorem = curly = False
         kept = []
         sentences = 0
@@ -141,11 +129,11 @@ class C4Filters(DocumentStage):
             doc[f"c4_removed_{rule}"] = n
         doc["c4_lorem_ipsum"] = lorem
         doc["c4_curly_bracket"] = curly
-        if lorem:
-            return "lorem_ipsum"
-        if curly:
-            return "curly_bracket"
-        if sentences < p.min_sentences:
-            return "too_few_sentences"
+        why = self.check(doc)
+        if why:
+            return why
         doc["text"] = "\n".join(kept)
         return None
+
+
+C4FiltersParams = C4Filters.Params

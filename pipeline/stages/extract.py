@@ -40,44 +40,16 @@ null for pass-through text documents).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from typing import Callable, Dict, Optional
 
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, ParamError, register
 from pipeline.stages.timeout import DeadlineExceeded, call_with_deadline
 
 STAGE = "extract"
-
-
-@dataclasses.dataclass
-class ExtractParams:
-    extractor: str = "trafilatura"  # "trafilatura" | "resiliparse"
-    include_tables: bool = True  # trafilatura: keep the text of <table> elements
-    fast: bool = False  # trafilatura: skip its fallback extractors (1.6-1.8x faster, F1 0.943 vs 0.962 measured)
-    remove_urls: bool = True
-    max_consecutive_newlines: int = 2  # at most one blank line
-    max_html_bytes: int = 5_000_000
-    max_depth: int = 1_000  # resiliparse: deepest element nesting accepted (0 = no limit)
-    timeout_s: float = 10.0  # 0 = no limit
-    min_chars: int = 1
-
-    def validate(self) -> None:
-        if self.extractor not in EXTRACTORS:
-            raise ParamError(
-                f"stage '{STAGE}': 'extractor' = {self.extractor!r} is unknown; choose one of {sorted(EXTRACTORS)}"
-            )
-        for key in ("include_tables", "remove_urls", "fast"):
-            if not isinstance(getattr(self, key), bool):
-                raise ParamError(f"stage '{STAGE}': '{key}' must be true or false, got {getattr(self, key)!r}")
-        check_range(STAGE, "max_consecutive_newlines", self.max_consecutive_newlines, 1)
-        check_range(STAGE, "max_html_bytes", self.max_html_bytes, 1)
-        check_range(STAGE, "max_depth", self.max_depth, 0)
-        check_range(STAGE, "timeout_s", self.timeout_s, 0)
-        check_range(STAGE, "min_chars", self.min_chars, 0)
 
 
 class _Reject(Exception):
@@ -229,8 +201,25 @@ def utf8_length_exceeds(text: str, limit: int) -> bool:
 @register
 class ExtractStage(DocumentStage):
     name = STAGE
-    Params = ExtractParams
-    columns = {"extractor": pa.string()}
+    parameters = (
+        Param("extractor", "trafilatura", kind="any", type=str),  # "trafilatura" | "resiliparse"
+        Param("include_tables", True, kind="bool"),  # trafilatura: keep the text of <table> elements
+        Param("fast", False, kind="bool"),  # trafilatura: skip its fallback extractors (1.6-1.8x faster, F1 0.943 vs 0.962 measured)
+        Param("remove_urls", True, kind="bool"),
+        Param("max_consecutive_newlines", 2, lo=1),  # at most one blank line
+        Param("max_html_bytes", 5_000_000, lo=1),
+        Param("max_depth", 1_000, lo=0),  # resiliparse: deepest element nesting accepted (0 = no limit)
+        Param("timeout_s", 10.0, lo=0),  # 0 = no limit
+        Param("min_chars", 1, lo=0),
+    )
+    signal_columns = {"extractor": pa.string()}
+
+    @staticmethod
+    def validate_params(params) -> None:
+        if params.extractor not in EXTRACTORS:
+            raise ParamError(
+                f"stage '{STAGE}': 'extractor' = {params.extractor!r} is unknown; choose one of {sorted(EXTRACTORS)}"
+            )
 
     def setup(self) -> None:
         self.params.validate()
@@ -269,3 +258,6 @@ class ExtractStage(DocumentStage):
             return "empty"
         doc["text"] = text
         return None
+
+
+ExtractParams = ExtractStage.Params

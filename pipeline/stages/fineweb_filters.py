@@ -25,36 +25,12 @@ Columns (float32): ``fineweb_line_punct_ratio``, ``fineweb_dup_line_char_frac``,
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional, Sequence
 
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, Rule, register
 from pipeline.stages.gopher_repetition import duplicate_stats
 from pipeline.stages.text_utils import split_lines
-
-
-@dataclasses.dataclass
-class FineWebFiltersParams:
-    min_line_punct_ratio: float = 0.12
-    max_dup_line_char_frac: float = 0.1
-    max_short_line_ratio: float = 0.67
-    short_line_length: int = 30
-    terminal_punctuation: Sequence[str] = (".", "'", '"', "!", "?", "”", "’", "…")
-
-    def validate(self) -> None:
-        s = "fineweb_filters"
-        check_range(s, "min_line_punct_ratio", self.min_line_punct_ratio, 0.0, 1.0)
-        check_range(s, "max_dup_line_char_frac", self.max_dup_line_char_frac, 0.0, 1.0)
-        check_range(s, "max_short_line_ratio", self.max_short_line_ratio, 0.0, 1.0)
-        check_range(s, "short_line_length", self.short_line_length, 0)
-        if isinstance(self.terminal_punctuation, str) or not all(
-            isinstance(p, str) and p for p in self.terminal_punctuation
-        ):
-            raise ParamError(
-                f"stage '{s}': 'terminal_punctuation' must be a list of strings, got {self.terminal_punctuation!r}"
-            )
 
 
 def fineweb_signals(text: str, terminal_punctuation: tuple, short_line_length: int) -> dict:
@@ -79,21 +55,22 @@ class FineWebFilters(DocumentStage):
     """FineWeb's line-punctuation, duplicated-line-characters and short-line filters."""
 
     name = "fineweb_filters"
-    Params = FineWebFiltersParams
-    columns = {
-        "fineweb_line_punct_ratio": pa.float32(),
-        "fineweb_dup_line_char_frac": pa.float32(),
-        "fineweb_short_line_ratio": pa.float32(),
-    }
+    rules = (
+        Rule("line_punct_ratio", "fineweb_line_punct_ratio", pa.float32(), ">",
+             Param("min_line_punct_ratio", 0.12, lo=0.0, hi=1.0)),
+        Rule("dup_line_char_frac", "fineweb_dup_line_char_frac", pa.float32(), "<",
+             Param("max_dup_line_char_frac", 0.1, lo=0.0, hi=1.0)),
+        Rule("short_line_ratio", "fineweb_short_line_ratio", pa.float32(), "<",
+             Param("max_short_line_ratio", 0.67, lo=0.0, hi=1.0)),
+    )
+    parameters = (
+        Param("short_line_length", 30, lo=0),
+        Param("terminal_punctuation", (".", "'", '"', "!", "?", "”", "’", "…"), kind="strings"),
+    )
 
-    def process(self, doc) -> Optional[str]:
+    def measure(self, text: str) -> dict:
         p = self.params
-        sig = fineweb_signals(doc.get("text") or "", tuple(p.terminal_punctuation), p.short_line_length)
-        doc.update(sig)
-        if sig["fineweb_line_punct_ratio"] <= p.min_line_punct_ratio:
-            return "line_punct_ratio"
-        if sig["fineweb_dup_line_char_frac"] >= p.max_dup_line_char_frac:
-            return "dup_line_char_frac"
-        if sig["fineweb_short_line_ratio"] >= p.max_short_line_ratio:
-            return "short_line_ratio"
-        return None
+        return fineweb_signals(text, tuple(p.terminal_punctuation), p.short_line_length)
+
+
+FineWebFiltersParams = FineWebFilters.Params

@@ -25,16 +25,14 @@ Every signal is recorded as a column (also on rejected documents).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import operator
 import re
 from operator import methodcaller
-from typing import Optional, Sequence
 
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, Rule, register
 from pipeline.stages.text_utils import PUNCTUATION, split_lines, split_words
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -43,34 +41,6 @@ DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 BULLETS = ("-", "*", "•", "‣", "⁃", "◦", "●", "○", "▪", "▫", "■", "□", "◆", "◇", "►", "▶", "➢", "➤", "→", "·", "–", "—")
 
 _ALPHA_RE = re.compile(r"[^\W\d_]")  # any letter (Unicode-aware)
-
-
-@dataclasses.dataclass
-class GopherQualityParams:
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_word_ratio: float = 0.1
-    max_bullet_lines_frac: float = 0.9
-    max_ellipsis_lines_frac: float = 0.3
-    min_alpha_words_frac: float = 0.8
-    min_stop_words: int = 2
-    stop_words: Sequence[str] = DEFAULT_STOP_WORDS
-
-    def validate(self) -> None:
-        s = "gopher_quality"
-        check_range(s, "min_words", self.min_words, 0)
-        check_range(s, "max_words", self.max_words, self.min_words)
-        check_range(s, "min_mean_word_length", self.min_mean_word_length, 0)
-        check_range(s, "max_mean_word_length", self.max_mean_word_length, self.min_mean_word_length)
-        check_range(s, "max_symbol_word_ratio", self.max_symbol_word_ratio, 0)
-        check_range(s, "max_bullet_lines_frac", self.max_bullet_lines_frac, 0, 1)
-        check_range(s, "max_ellipsis_lines_frac", self.max_ellipsis_lines_frac, 0, 1)
-        check_range(s, "min_alpha_words_frac", self.min_alpha_words_frac, 0, 1)
-        check_range(s, "min_stop_words", self.min_stop_words, 0)
-        if isinstance(self.stop_words, str) or not all(isinstance(w, str) and w for w in self.stop_words):
-            raise ParamError(f"stage '{s}': 'stop_words' must be a list of non-empty words, got {self.stop_words!r}")
 
 
 def quality_signals(text: str, stop_words: frozenset) -> dict:
@@ -107,47 +77,37 @@ def quality_signals(text: str, stop_words: frozenset) -> dict:
     }
 
 
+# (rule, signal column, Arrow type, a kept document has `signal KEEP threshold`, threshold), checked in order
+RULES = (
+    Rule("min_words", "gopher_words", pa.int32(), ">=", Param("min_words", 50, lo=0)),
+    Rule("max_words", "gopher_words", pa.int32(), "<=", Param("max_words", 100_000, lo="min_words")),
+    Rule("min_mean_word_length", "gopher_mean_word_length", pa.float32(), ">=", Param("min_mean_word_length", 3.0, lo=0)),
+    Rule("max_mean_word_length", "gopher_mean_word_length", pa.float32(), "<=",
+         Param("max_mean_word_length", 10.0, lo="min_mean_word_length")),
+    Rule("symbol_word_ratio", "gopher_symbol_word_ratio", pa.float32(), "<=", Param("max_symbol_word_ratio", 0.1, lo=0)),
+    Rule("bullet_lines", "gopher_bullet_lines_frac", pa.float32(), "<=", Param("max_bullet_lines_frac", 0.9, lo=0, hi=1)),
+    Rule("ellipsis_lines", "gopher_ellipsis_lines_frac", pa.float32(), "<=",
+         Param("max_ellipsis_lines_frac", 0.3, lo=0, hi=1)),
+    Rule("alpha_words", "gopher_alpha_words_frac", pa.float32(), ">=", Param("min_alpha_words_frac", 0.8, lo=0, hi=1)),
+    Rule("stop_words", "gopher_stop_words", pa.int32(), ">=", Param("min_stop_words", 2, lo=0)),
+)
+
+
 @register
 class GopherQuality(DocumentStage):
     """Reject documents failing Gopher's document-wise quality heuristics."""
 
     name = "gopher_quality"
-    Params = GopherQualityParams
-    columns = {
-        "gopher_words": pa.int32(),
-        "gopher_mean_word_length": pa.float32(),
-        "gopher_symbol_word_ratio": pa.float32(),
-        "gopher_bullet_lines_frac": pa.float32(),
-        "gopher_ellipsis_lines_frac": pa.float32(),
-        "gopher_alpha_words_frac": pa.float32(),
-        "gopher_stop_words": pa.int32(),
-    }
+    rules = RULES
+    parameters = (Param("stop_words", DEFAULT_STOP_WORDS, kind="strings", what="non-empty words"),)
 
     def setup(self) -> None:
         self._stop_words = frozenset(w.lower() for w in self.params.stop_words)
 
-    def process(self, doc) -> Optional[str]:
+    def measure(self, text: str) -> dict:
         if not hasattr(self, "_stop_words"):
             self.setup()
-        sig = quality_signals(doc.get("text") or "", self._stop_words)
-        doc.update(sig)
-        p = self.params
-        if sig["gopher_words"] < p.min_words:
-            return "min_words"
-        if sig["gopher_words"] > p.max_words:
-            return "max_words"
-        if sig["gopher_mean_word_length"] < p.min_mean_word_length:
-            return "min_mean_word_length"
-        if sig["gopher_mean_word_length"] > p.max_mean_word_length:
-            return "max_mean_word_length"
-        if sig["gopher_symbol_word_ratio"] > p.max_symbol_word_ratio:
-            return "symbol_word_ratio"
-        if sig["gopher_bullet_lines_frac"] > p.max_bullet_lines_frac:
-            return "bullet_lines"
-        if sig["gopher_ellipsis_lines_frac"] > p.max_ellipsis_lines_frac:
-            return "ellipsis_lines"
-        if sig["gopher_alpha_words_frac"] < p.min_alpha_words_frac:
-            return "alpha_words"
-        if sig["gopher_stop_words"] < p.min_stop_words:
-            return "stop_words"
-        return None
+        return quality_signals(text, self._stop_words)
+
+
+GopherQualityParams = GopherQuality.Params

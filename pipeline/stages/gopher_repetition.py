@@ -33,14 +33,13 @@ probability ~ m^2 / 2^65 (m n-grams), i.e. never in practice.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, Rule, register
 from pipeline.stages.text_utils import split_lines, split_paragraphs, split_words
 
 TOP_NS = (2, 3, 4)
@@ -48,32 +47,6 @@ DUP_NS = (5, 6, 7, 8, 9, 10)
 
 # Odd 64-bit multiplier for the polynomial n-gram hash (any large odd constant works).
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
-
-
-@dataclasses.dataclass
-class GopherRepetitionParams:
-    """Maximum allowed values (a document is removed when a signal is strictly above)."""
-
-    dup_line_frac: float = 0.30
-    dup_para_frac: float = 0.30
-    dup_line_char_frac: float = 0.20
-    dup_para_char_frac: float = 0.20
-    top_2gram_frac: float = 0.20
-    top_3gram_frac: float = 0.18
-    top_4gram_frac: float = 0.16
-    dup_5gram_frac: float = 0.15
-    dup_6gram_frac: float = 0.14
-    dup_7gram_frac: float = 0.13
-    dup_8gram_frac: float = 0.12
-    dup_9gram_frac: float = 0.11
-    dup_10gram_frac: float = 0.10
-
-    def validate(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ParamError(f"stage 'gopher_repetition': '{field.name}' must be a number, got {value!r}")
-            check_range("gopher_repetition", field.name, value, 0.0, 1.0)
 
 
 def duplicate_stats(items: List[str]) -> Tuple[int, int]:
@@ -154,16 +127,6 @@ def ngram_repetition_signals(words: List[str]) -> Dict[int, float]:
     return out
 
 
-COLUMNS = {
-    "gopher_dup_line_frac": pa.float32(),
-    "gopher_dup_para_frac": pa.float32(),
-    "gopher_dup_line_char_frac": pa.float32(),
-    "gopher_dup_para_char_frac": pa.float32(),
-    **{f"gopher_top_{n}gram_frac": pa.float32() for n in TOP_NS},
-    **{f"gopher_dup_{n}gram_frac": pa.float32() for n in DUP_NS},
-}
-
-
 def repetition_signals(text: str) -> Dict[str, float]:
     """All Gopher repetition signals of ``text``, keyed by column name."""
     n_chars = len(text)
@@ -185,15 +148,20 @@ def repetition_signals(text: str) -> Dict[str, float]:
     return signals
 
 
-# (rule name, signal column, params field), checked in this order
-_RULES = [
-    ("dup_line_frac", "gopher_dup_line_frac", "dup_line_frac"),
-    ("dup_para_frac", "gopher_dup_para_frac", "dup_para_frac"),
-    ("dup_line_char_frac", "gopher_dup_line_char_frac", "dup_line_char_frac"),
-    ("dup_para_char_frac", "gopher_dup_para_char_frac", "dup_para_char_frac"),
-    *[(f"top_{n}gram", f"gopher_top_{n}gram_frac", f"top_{n}gram_frac") for n in TOP_NS],
-    *[(f"dup_{n}gram", f"gopher_dup_{n}gram_frac", f"dup_{n}gram_frac") for n in DUP_NS],
-]
+def _max_rule(rule: str, column: str, default: float) -> Rule:
+    """A repetition rule: the document is kept when its signal is at most the threshold (in [0, 1])."""
+    return Rule(rule, column, pa.float32(), "<=", Param(column[len("gopher_"):], default, lo=0.0, hi=1.0))
+
+
+# Gopher Table A1's thresholds, checked in this order (parameter = column without "gopher_")
+RULES = (
+    _max_rule("dup_line_frac", "gopher_dup_line_frac", 0.30),
+    _max_rule("dup_para_frac", "gopher_dup_para_frac", 0.30),
+    _max_rule("dup_line_char_frac", "gopher_dup_line_char_frac", 0.20),
+    _max_rule("dup_para_char_frac", "gopher_dup_para_char_frac", 0.20),
+    *[_max_rule(f"top_{n}gram", f"gopher_top_{n}gram_frac", v) for n, v in zip(TOP_NS, (0.20, 0.18, 0.16))],
+    *[_max_rule(f"dup_{n}gram", f"gopher_dup_{n}gram_frac", v) for n, v in zip(DUP_NS, (0.15, 0.14, 0.13, 0.12, 0.11, 0.10))],
+)
 
 
 @register
@@ -201,14 +169,11 @@ class GopherRepetition(DocumentStage):
     """Reject documents whose lines, paragraphs or n-grams repeat too much (Gopher Table A1)."""
 
     name = "gopher_repetition"
-    Params = GopherRepetitionParams
-    columns = COLUMNS
+    rules = RULES
 
-    def process(self, doc) -> Optional[str]:
-        signals = repetition_signals(doc.get("text") or "")
-        doc.update(signals)
-        p = self.params
-        for rule, column, field in _RULES:
-            if signals[column] > getattr(p, field):
-                return rule
-        return None
+    def measure(self, text: str) -> Dict[str, float]:
+        return repetition_signals(text)
+
+
+GopherRepetitionParams = GopherRepetition.Params
+COLUMNS = GopherRepetition.columns

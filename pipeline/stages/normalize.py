@@ -31,14 +31,13 @@ A text that is empty after this is rejected as ``normalize:empty``. Columns:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import unicodedata
 from typing import Optional
 
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, register
+from pipeline.stages.base import DocumentStage, Param, register
 
 # UTF-8 bytes decoded as Latin-1/Windows-1252 show a lead byte (U+00C2..U+00F4) followed by as
 # many continuation bytes as the sequence needs, each shown as U+0080..U+00BF or one of
@@ -149,24 +148,13 @@ def normalize_text(text: str, fix_mojibake=None) -> str:
     return clean_lines(to_nfc(unify_line_breaks(text)))
 
 
-@dataclasses.dataclass
-class NormalizeParams:
-    fix_mojibake: bool = True
-
-    def validate(self) -> None:
-        from pipeline.stages.base import ParamError
-
-        if not isinstance(self.fix_mojibake, bool):
-            raise ParamError(f"stage 'normalize': 'fix_mojibake' must be true or false, got {self.fix_mojibake!r}")
-
-
 @register
 class Normalize(DocumentStage):
     """Repair mojibake, NFC, strip control characters, normalize whitespace; reject empty texts."""
 
     name = "normalize"
-    Params = NormalizeParams
-    columns = {"normalize_mojibake_fixed": pa.bool_(), "normalize_chars_removed": pa.int32()}
+    parameters = (Param("fix_mojibake", True, kind="bool"),)
+    signal_columns = {"normalize_mojibake_fixed": pa.bool_(), "normalize_chars_removed": pa.int32()}
 
     def setup(self) -> None:
         self._ftfy = None
@@ -206,3 +194,6 @@ class Normalize(DocumentStage):
         if not normalized:
             return "empty"
         return None
+
+
+NormalizeParams = Normalize.Params

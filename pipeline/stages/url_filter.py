@@ -47,7 +47,6 @@ and ``url_soft_words`` (int32: distinct soft words, for re-thresholding).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -56,7 +55,7 @@ from urllib.parse import unquote
 import numpy as np
 import pyarrow as pa
 
-from pipeline.stages.base import DocumentStage, ParamError, check_range, register
+from pipeline.stages.base import DocumentStage, Param, ParamError, register
 
 WORDS_DIR = Path(__file__).resolve().parents[1] / "data" / "url_words"
 
@@ -281,42 +280,38 @@ def iter_list_chunks(path: Path, chunk_chars: int = 8 << 20) -> Iterator[List[st
             yield _clean_list_text(data)
 
 
-@dataclasses.dataclass
-class UrlFilterParams:
-    blocklist_dir: Optional[str] = None  # None: block-list rule off
-    categories: Sequence[str] = ("adult",)
-    use_word_scores: bool = True
-    soft_threshold: int = 2
-    exclude_curated: bool = True
-    word_lists_dir: Optional[str] = None  # None: the bundled pipeline/data/url_words
-
-    def validate(self) -> None:
-        s = "url_filter"
-        check_range(s, "soft_threshold", self.soft_threshold, 1)
-        if isinstance(self.categories, str) or not all(isinstance(c, str) and c for c in self.categories):
-            raise ParamError(f"stage '{s}': 'categories' must be a list of category names, got {self.categories!r}")
-        if self.blocklist_dir is not None:
-            if not self.categories:
-                raise ParamError(f"stage '{s}': 'categories' is empty but 'blocklist_dir' is set")
-            if not Path(self.blocklist_dir).is_dir():
-                raise ParamError(f"stage '{s}': 'blocklist_dir' {self.blocklist_dir!r} is not a folder")
-            for cat in self.categories:
-                cat_dir = Path(self.blocklist_dir) / cat
-                if not ((cat_dir / "domains").is_file() or (cat_dir / "urls").is_file()):
-                    raise ParamError(
-                        f"stage '{s}': category '{cat}' has no 'domains' or 'urls' file under {self.blocklist_dir!r}"
-                    )
-        if self.word_lists_dir is not None and not Path(self.word_lists_dir).is_dir():
-            raise ParamError(f"stage '{s}': 'word_lists_dir' {self.word_lists_dir!r} is not a folder")
-
-
 @register
 class UrlFilter(DocumentStage):
     """Reject URLs on the block list, with adult words, or from curated-corpus domains."""
 
     name = "url_filter"
-    Params = UrlFilterParams
-    columns = {"url_filter_hit": pa.string(), "url_soft_words": pa.int32()}
+    parameters = (
+        Param("blocklist_dir", None, kind="any", type=Optional[str]),  # None: block-list rule off
+        Param("categories", ("adult",), kind="strings", what="category names"),
+        Param("use_word_scores", True, kind="bool"),
+        Param("soft_threshold", 2, lo=1),
+        Param("exclude_curated", True, kind="bool"),
+        Param("word_lists_dir", None, kind="any", type=Optional[str]),  # None: the bundled pipeline/data/url_words
+    )
+    signal_columns = {"url_filter_hit": pa.string(), "url_soft_words": pa.int32()}
+
+    @staticmethod
+    def validate_params(params) -> None:
+        """The folders named exist and hold the lists asked for."""
+        s = "url_filter"
+        if params.blocklist_dir is not None:
+            if not params.categories:
+                raise ParamError(f"stage '{s}': 'categories' is empty but 'blocklist_dir' is set")
+            if not Path(params.blocklist_dir).is_dir():
+                raise ParamError(f"stage '{s}': 'blocklist_dir' {params.blocklist_dir!r} is not a folder")
+            for cat in params.categories:
+                cat_dir = Path(params.blocklist_dir) / cat
+                if not ((cat_dir / "domains").is_file() or (cat_dir / "urls").is_file()):
+                    raise ParamError(
+                        f"stage '{s}': category '{cat}' has no 'domains' or 'urls' file under {params.blocklist_dir!r}"
+                    )
+        if params.word_lists_dir is not None and not Path(params.word_lists_dir).is_dir():
+            raise ParamError(f"stage '{s}': 'word_lists_dir' {params.word_lists_dir!r} is not a folder")
 
     def setup(self) -> None:
         p = self.params
@@ -383,3 +378,6 @@ class UrlFilter(DocumentStage):
         doc["url_filter_hit"] = "; ".join(f"{r}={d}" for r, d in hits) if hits else None
         doc["url_soft_words"] = n_soft
         return hits[0][0] if hits else None
+
+
+UrlFilterParams = UrlFilter.Params
