@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _Trickle(io.RawIOBase):
+    """A binary stream that returns at most ``n`` bytes per read (like a slow socket)."""
+
+    def __init__(self, data: bytes, n: int):
+        self.data, self.pos, self.n = data, 0, n
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        out = self.data[self.pos:self.pos + self.n]
+        self.pos += len(out)
+        return out
+
+
+@pytest.fixture
+def trickle():
+    """``trickle(data, n)``: a stream over ``data`` returning at most ``n`` bytes per read."""
+    return _Trickle
 
 
 def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> Path:
