@@ -53,10 +53,10 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from pipeline.dedup.exact import TextKey, UrlKey  # noqa: E402
-from pipeline.dedup.fuzzy import CLUSTER_COLUMN, SIZE_COLUMN  # noqa: E402
 from pipeline.dedup.local import dedup_metrics  # noqa: E402
-from pipeline.dedup.lsh import node_id, priority_of  # noqa: E402
-from pipeline.dedup.minhash import MinHasher, band_hashes, jaccard_of_hash_sets  # noqa: E402
+from pipeline.dedup.keys import node_id, priority_of  # noqa: E402
+from pipeline.dedup.minhash.hashing import MinHasher, band_hashes, jaccard_of_hash_sets  # noqa: E402
+from pipeline.dedup.minhash.transform import CLUSTER_COLUMN, SIZE_COLUMN  # noqa: E402
 from pipeline.dedup.stages import (  # noqa: E402
     ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, SubstringDedupParams,
     SubstringDedupStage, UrlDedupParams, UrlDedupStage,
@@ -229,14 +229,14 @@ def _plain_group_dedup(docs, stage: str, key_fn, keep: str, rejected: list) -> l
 
 
 def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected: list) -> list:
-    """``fuzzy.MinhashDedup`` without Beam. Per document exactly ``lsh.SignatureDoFn``'s work (doc_key ->
+    """``minhash.transform.MinhashDedup`` without Beam. Per document exactly ``minhash.banding.SignatureDoFn``'s work (doc_key ->
     node_id, ``MinHasher`` shingle hashes -> signature -> ``band_hashes``, ``priority_of``); no shingle: no
     bucket. Buckets (band, band hash) of each band are grouped with one numpy sort (the Beam stage sorts
     packed batches the same way); each bucket gives star edges (member, smallest node id as bytes), checked
     against the true Jaccard when ``verify``; connected components by union-find. Per component the
     document with the smallest (priority, doc_key, node) is kept (with every document of its node, as
-    ``fuzzy._decide``), the others are rejected ``<stage>:duplicate``; ``minhash_cluster`` /
-    ``minhash_cluster_size`` as in ``fuzzy._ApplyDecisionDoFn``. Union-find always converges, so
+    ``minhash.transform``'s decision), the others are rejected ``<stage>:duplicate``; ``minhash_cluster`` /
+    ``minhash_cluster_size`` as ``minhash.transform`` sets them. Union-find always converges, so
     ``max_rounds`` / ``on_unconverged`` have no counterpart here."""
     lsh = params.lsh()
     hasher = MinHasher(lsh.num_perm, params.seed, params.ngram, params.scheme, params.shingle_hash)

@@ -17,9 +17,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from conftest import require_shared
 from pipeline.dedup import packed
-from pipeline.dedup.components import ConnectedComponents
+from pipeline.dedup.keys import node_id
 from pipeline.dedup.local import run_dedup
-from pipeline.dedup.lsh import node_id, star_edges
+from pipeline.dedup.minhash import graph
+from pipeline.dedup.minhash.banding import star_edges
+from pipeline.dedup.minhash.components import ConnectedComponents
 from pipeline.dedup.minhash import MinHasher, band_keys, jaccard_of_hash_sets, resolve_preset
 from pipeline.dedup.normalize import normalize_text
 from pipeline.dedup.stages import ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, UrlDedupParams, UrlDedupStage
@@ -354,8 +356,8 @@ def test_packed_star_edges_match_the_per_bucket_rule():
     bhash = np.array([h for _, h, _ in entries], dtype=np.uint64)
     band = np.array([b for b, _, _ in entries], dtype=np.uint16)
     blob = packed.pack_columns((bhash, hi, lo, band))
-    cols = packed.unpack_columns([blob[: 26 * 0], blob], packed.BUCKET_COLUMNS)  # an empty batch is harmless
-    (u_hi, u_lo, v_hi, v_lo), sizes = packed.star_edges_of_buckets(*cols)
+    cols = packed.unpack_columns([blob[: 26 * 0], blob], graph.BUCKET_COLUMNS)  # an empty batch is harmless
+    (u_hi, u_lo, v_hi, v_lo), sizes = graph.star_edges_of_buckets(*cols)
     got = set(zip(packed.columns_to_nodes(u_hi, u_lo), packed.columns_to_nodes(v_hi, v_lo)))
     buckets = defaultdict(list)
     for b, h, n in entries:
@@ -364,7 +366,7 @@ def test_packed_star_edges_match_the_per_bucket_rule():
     assert got == expected and len(got) == len(u_hi)  # no repeated edge
     assert sorted(sizes.tolist()) == sorted(len(set(m)) for m in buckets.values() if len(set(m)) > 1)
     with pytest.raises(ValueError, match="whole number"):
-        packed.unpack_columns(blob[:-1], packed.BUCKET_COLUMNS)
+        packed.unpack_columns(blob[:-1], graph.BUCKET_COLUMNS)
 
 
 def test_packed_documents_round_trip_exactly():

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import require_shared
 from pipeline.dedup.local import run_dedup
-from pipeline.dedup.lsh import node_id
+from pipeline.dedup.keys import node_id
 from pipeline.dedup.stages import SubstringDedupParams, SubstringDedupStage
 from pipeline.dedup.substring import cut_windows, later_occurrences, text_windows, token_offsets
 from pipeline.document import doc_key, make_document

@@ -1,9 +1,10 @@
 """Exact document dedup and URL dedup as Beam transforms: keep one document per group key.
 
 ``GroupDedup`` is the shared shape: every document gets a group key (or None: not grouped, kept);
-a GroupByKey collects each group (values: the document's priority and the document as compact bytes,
-``packed.pack_document``: one shuffle of the documents, and no decoded dicts waiting in it); the
-document with the smallest priority (``lsh.priority_of``: lowest ``doc_key``, or earliest
+each document travels once, as one ``[group key, priority, document]`` line (``packed.pack_document``)
+in a line batch of its key's shard (``packed.key_shard``), and a GroupByKey on the shard brings every
+group's lines together: one Beam element per shard and batch, not per document, and no decoded dicts
+waiting in the shuffle. The document with the smallest priority (``keys.priority_of``: lowest ``doc_key``, or earliest
 ``warc_date`` then key, or longest text) is kept, every other one is
 rejected with ``"<stage>:duplicate"``. Every grouped document (kept or rejected) records the group's
 size in ``<stage>_group_size`` (int32).
@@ -18,27 +19,28 @@ size in ``<stage>_group_size`` (int32).
   included, is kept: ``/A`` and ``/a`` are different pages on many servers). Documents without a URL
   are kept and not grouped.
 
-The group is read twice (find the winner, then emit), which Beam's GroupByKey allows; one group's
-documents go to one worker, so a single key holding millions of copies is slow but bounded by
-memory only on runners that materialize groups (the in-process runner does).
+One shard's records are decoded together and grouped by key in a dict (a shard holds ~1/256 of the
+documents); one group's documents go to one worker, so a single key holding millions of copies is slow
+and bounded by that worker's memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
-from pipeline.dedup.lsh import priority_of
+from pipeline.dedup.keys import SHARDS, priority_of
 from pipeline.dedup.normalize import normalized_bytes
-from pipeline.dedup.packed import pack_document, unpack_document
+from pipeline.dedup.packed import LineBatches, key_shard, pack_document, records_of
+from pipeline.dedup.stages import NORMALIZATIONS
 from pipeline.document import Document, text_of
 from pipeline.stages.base import error_reason, reason
 
-NORMALIZATIONS = ("full", "whitespace", "none")
 _WS = re.compile(r"\s+")
 
 REJECTED_TAG = "rejected"
@@ -69,56 +71,70 @@ def normalize_url(url: str) -> str:
 
 
 class _KeyDoFn(beam.DoFn):
-    """Doc -> (group key, (priority, packed doc)); ``ungrouped`` when the key is None; dead letters."""
+    """Doc -> (shard, line batch of [group key, priority, doc]); ``ungrouped`` when the key is None;
+    dead letters. Batches are emitted when full and at the end of the bundle."""
 
-    def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]], keep: str):
-        self.stage, self.key_fn, self.keep = stage, key_fn, keep
+    def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]], keep: str, shards: int):
+        self.stage, self.key_fn, self.keep, self.shards = stage, key_fn, keep, shards
+
+    def start_bundle(self):
+        self.out = LineBatches()
 
     def process(self, doc):
         try:
             key = self.key_fn(doc)
-            value = None if key is None else (priority_of(doc, self.keep), pack_document(doc))
+            if key is not None:
+                line = pack_document([key.hex() if isinstance(key, bytes) else key, priority_of(doc, self.keep), doc])
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
             return
         if key is None:
             yield beam.pvalue.TaggedOutput(UNGROUPED_TAG, doc)
-        else:
-            yield (key, value)
+            return
+        full = self.out.add(key_shard(key, self.shards), line)
+        if full:
+            yield full
+
+    def finish_bundle(self):
+        for batch in self.out.flush():
+            yield GlobalWindows.windowed_value(batch)
 
 
 class _KeepOneDoFn(beam.DoFn):
-    """(key, [(priority, packed doc)]) -> the smallest-priority doc (main output) and the others (rejected, duplicate)."""
+    """(shard, line batches) -> per group key, the smallest-priority doc (main output; the first one on a
+    tie) and the others (rejected, duplicate)."""
 
     def __init__(self, stage: str, size_column: str):
         self.stage, self.size_column = stage, size_column
         self.why = reason(stage, "duplicate")
 
     def process(self, element):
-        _, members = element
-        best_index, best_priority, size = -1, None, 0
-        for i, (priority, _) in enumerate(members):
-            if best_priority is None or priority < best_priority:
-                best_index, best_priority = i, priority
-            size += 1
-        for i, (_, blob) in enumerate(members):
-            doc = unpack_document(blob)
-            doc[self.size_column] = size
-            if i == best_index:
-                yield doc
-            else:
-                yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, self.why))
+        groups: Dict[str, List] = {}
+        for key, priority, doc in records_of(element[1]):
+            groups.setdefault(key, []).append((priority, doc))
+        for members in groups.values():
+            best_index, best_priority = 0, members[0][0]
+            for i, (priority, _) in enumerate(members):
+                if priority < best_priority:
+                    best_index, best_priority = i, priority
+            for i, (_, doc) in enumerate(members):
+                doc[self.size_column] = len(members)
+                if i == best_index:
+                    yield doc
+                else:
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, self.why))
 
 
 class GroupDedup(beam.PTransform):
     """Docs -> (kept, rejected): one document kept per group key (None key: kept, not grouped)."""
 
-    def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]], keep: str, size_column: str):
+    def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]], keep: str, size_column: str,
+                 shards: int = SHARDS):
         super().__init__()
-        self.stage, self.key_fn, self.keep, self.size_column = stage, key_fn, keep, size_column
+        self.stage, self.key_fn, self.keep, self.size_column, self.shards = stage, key_fn, keep, size_column, shards
 
     def expand(self, docs):
-        keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn, self.keep)).with_output_types(Tuple[Any, Any]).with_outputs(
+        keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn, self.keep, self.shards)).with_output_types(Tuple[int, bytes]).with_outputs(
             REJECTED_TAG, UNGROUPED_TAG, main="keyed"
         )
         picked = (
@@ -135,8 +151,6 @@ class TextKey:
     """Picklable key function: exact-dedup key of a document's text."""
 
     def __init__(self, normalization: str):
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {normalization!r}; expected one of {', '.join(NORMALIZATIONS)}")
         self.normalization = normalization
 
     def __call__(self, doc: Document) -> bytes:
@@ -158,11 +172,13 @@ class UrlKey:
         return normalize_url(url) if self.normalize else url
 
 
-def exact_dedup(stage: str = "exact_dedup", normalization: str = "full", keep: str = "lowest_key") -> GroupDedup:
-    """The exact (normalized-text) dedup transform."""
-    return GroupDedup(stage, TextKey(normalization), keep, f"{stage}_group_size")
+def exact_dedup(stage: str, params) -> GroupDedup:
+    """The exact (normalized-text) dedup transform of ``ExactDedupParams``."""
+    params.validate()
+    return GroupDedup(stage, TextKey(params.normalization), params.keep, f"{stage}_group_size")
 
 
-def url_dedup(stage: str = "url_dedup", normalize: bool = True, keep: str = "earliest_date") -> GroupDedup:
-    """The URL dedup transform."""
-    return GroupDedup(stage, UrlKey(normalize), keep, f"{stage}_group_size")
+def url_dedup(stage: str, params) -> GroupDedup:
+    """The URL dedup transform of ``UrlDedupParams``."""
+    params.validate()
+    return GroupDedup(stage, UrlKey(params.normalize_url), params.keep, f"{stage}_group_size")

@@ -1,44 +1,38 @@
-"""Compact forms for the dedup shuffles: packed numpy batches of LSH bucket records and graph edges,
-and documents as bytes.
+"""Compact forms for the dedup shuffles: documents as bytes, packed numpy column batches, and
+line batches sharded by key.
 
-At 450 bands a document has 450 bucket entries. As single Beam elements each costs microseconds of
-Python and, on the in-process runner, ~150 bytes of decoded objects in a GroupByKey buffer. Here the
-entries and the graph edges travel as *packed batches* instead: one Beam element ``(shard, bytes)``
-holds many records stored column by column (little-endian uint64, then uint16), and the per-shard work
-(finding a bucket's members, a Large-Star or Small-Star step, labelling) is numpy sorting over the
-whole batch. A record's shard is a function of its grouping key only (a bucket's band hash, an edge's
-source node), so all records of one bucket or one node meet in one shard group, exactly as a
+Many small records (LSH bucket entries, graph edges, keys and priorities, documents) would each cost
+microseconds of Python as single Beam elements and, on the in-process runner, ~150 bytes of decoded
+objects in a GroupByKey buffer. Here they travel as *batches* instead: one Beam element ``(shard,
+bytes)`` holds many records, and the per-shard work is numpy sorting or one Python loop over the whole
+batch. A record's shard is a function of its grouping key only (a bucket's band hash, an edge's source
+node, a document's node or group key), so all records of one key meet in one shard group, exactly as a
 GroupByKey on the key itself would bring them together. The number of shards changes how work is
 spread over workers, never a result.
 
-Node ids are the 16-byte BLAKE2b ids of ``lsh.node_id``, held as two uint64 columns ``hi``/``lo``
-(the big-endian halves), so (hi, lo) order is the byte order of the 16-byte ids.
-
-Record layouts (``n`` records, columns back to back):
-
-- bucket records: band hash (u8), node hi (u8), node lo (u8), band index (u2): 26 bytes each;
-- edges and labels: source hi, source lo, target hi, target lo (u8 each): 32 bytes each.
-
-Documents waiting in a dedup GroupByKey travel as ``pack_document`` bytes (UTF-8 JSON, never pickle, so
-nothing in a shuffle can execute code when it is read back): the in-process
-runner keeps every grouped value *decoded* until the group is read, and a decoded document costs
-2-3 times its UTF-8 size (a str with one non-ASCII character stores 2 or 4 bytes per character, plus
-a dict and its key strings), while a bytes value costs its length. The round trip is exact for what a
-Document holds (str, int, float, bool, None, lists; numpy scalars become the equal Python number, which
-the Arrow writer stores identically).
+- *Column batches* (``pack_columns``/``unpack_columns``): fixed-width records stored column by column
+  (little-endian uint64, uint16); node ids are the 16-byte ids of ``keys.node_id`` held as two uint64
+  columns ``hi``/``lo`` (the big-endian halves), so (hi, lo) order is the byte order of the ids.
+- *Line batches* (``LineBatches``): variable records as UTF-8 JSON lines (a JSON text never holds a raw
+  newline), collected per shard during a bundle and emitted as one ``(shard, bytes)`` element per shard
+  when a shard's buffer is full and at the end of the bundle.
+- *Documents* travel as ``pack_document`` bytes (UTF-8 JSON, never pickle, so nothing in a shuffle can
+  execute code when it is read back): the in-process runner keeps every grouped value *decoded* until the
+  group is read, and a decoded document costs 2-3 times its UTF-8 size, while bytes cost their length.
+  The round trip is exact for what a Document holds (str, int, float, bool, None, lists; numpy scalars
+  become the equal Python number, which the Arrow writer stores identically).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+import zlib
+from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
 U64 = np.dtype("<u8")
 U16 = np.dtype("<u2")
-BUCKET_COLUMNS = (U64, U64, U64, U16)
-EDGE_COLUMNS = (U64, U64, U64, U64)
 
 Columns = Tuple[np.ndarray, ...]
 
@@ -52,13 +46,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"a document value of type {type(value).__name__} cannot go through a dedup shuffle")
 
 
-def pack_document(doc: Dict[str, Any]) -> bytes:
-    """A document as compact bytes for a shuffle (``unpack_document`` restores it)."""
+def pack_document(doc: Any) -> bytes:
+    """A document (or any record of JSON values holding documents) as compact bytes for a shuffle, one
+    line of UTF-8 JSON without a raw newline (``unpack_document`` restores it)."""
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=_plain).encode("utf-8", "surrogatepass")
 
 
-def unpack_document(blob: bytes) -> Dict[str, Any]:
-    """The document of ``pack_document`` bytes."""
+def unpack_document(blob: bytes) -> Any:
+    """The document (record) of ``pack_document`` bytes."""
     return json.loads(blob.decode("utf-8", "surrogatepass"))
 
 
@@ -121,146 +116,80 @@ def shard_of(values: np.ndarray, shards: int) -> np.ndarray:
     return (values % np.uint64(shards)).astype(np.int64)
 
 
-def less(a_hi, a_lo, b_hi, b_lo) -> np.ndarray:
-    """Element-wise (a_hi, a_lo) < (b_hi, b_lo) for 128-bit values split in two uint64 columns."""
-    return (a_hi < b_hi) | ((a_hi == b_hi) & (a_lo < b_lo))
 
 
-def _starts(*keys: np.ndarray) -> np.ndarray:
-    """Boolean mask of rows whose ``keys`` differ from the previous row (row 0 included)."""
-    n = len(keys[0])
-    mask = np.zeros(n, dtype=bool)
-    if n:
-        mask[0] = True
-        for k in keys:
-            mask[1:] |= k[1:] != k[:-1]
-    return mask
+def node_shard(node: bytes, shards: int) -> int:
+    """Shard of a 16-byte node id: its ``lo`` half modulo ``shards`` (as ``shard_of`` on the lo column)."""
+    return int.from_bytes(node[8:16], "big") % shards
 
 
-# ---------------------------------------------------------------------------------------------
-# LSH buckets
-# ---------------------------------------------------------------------------------------------
+def key_shard(key, shards: int) -> int:
+    """Shard of a group key (bytes or str): CRC-32 of its bytes modulo ``shards`` (stable across processes)."""
+    data = key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
+    return zlib.crc32(data) % shards
 
 
-def bucket_records(nodes: Sequence[bytes], band_hashes: np.ndarray) -> Columns:
-    """Bucket records of documents: ``band_hashes`` is (len(nodes), bands) uint64, one row per node."""
-    hi, lo = nodes_to_columns(nodes)
-    docs, bands = band_hashes.shape
-    return (
-        np.ascontiguousarray(band_hashes, dtype=U64).reshape(-1),
-        np.repeat(hi, bands),
-        np.repeat(lo, bands),
-        np.tile(np.arange(bands, dtype=U16), docs),
-    )
+LINE_BATCH_BYTES = 1 << 20  # a shard's line batch is emitted once it holds this many bytes
+COLUMN_BATCH_RECORDS = 1 << 20  # column records collected before they are split by shard and emitted
 
 
-def star_edges_of_buckets(bhash, hi, lo, band) -> Tuple[Columns, np.ndarray]:
-    """Bucket records -> (star edges (member, bucket minimum) as edge columns, sizes of the buckets with >= 2 members).
+class LineBatches:
+    """Records (``pack_document`` lines) collected per shard: ``add`` returns a full shard's batch
+    ``(shard, bytes)`` once its buffer reaches ``limit`` bytes (default ``LINE_BATCH_BYTES``; else
+    None), ``flush`` every other one. A DoFn adds in ``process`` and flushes in ``finish_bundle``."""
 
-    A bucket is a (band index, band hash) pair; its members are distinct nodes; a bucket with k
-    members gives k - 1 edges. Edges repeated within the batch are dropped."""
-    if len(bhash) == 0:
-        return tuple(np.empty(0, U64) for _ in range(4)), np.empty(0, np.int64)
-    order = np.lexsort((lo, hi, band, bhash))
-    bhash, hi, lo, band = bhash[order], hi[order], lo[order], band[order]
-    distinct = _starts(bhash, band, hi, lo)
-    bhash, hi, lo, band = bhash[distinct], hi[distinct], lo[distinct], band[distinct]
-    new_bucket = _starts(bhash, band)
-    first = np.flatnonzero(new_bucket)
-    sizes = np.diff(np.append(first, len(bhash)))
-    head = np.repeat(first, sizes)  # row of each record's bucket minimum
-    member = ~new_bucket
-    edges = (hi[member], lo[member], hi[head[member]], lo[head[member]])
-    return unique_edges(*edges), sizes[sizes >= 2]
+    def __init__(self, limit: int | None = None):
+        self.limit = LINE_BATCH_BYTES if limit is None else limit
+        self.lines: Dict[int, List[bytes]] = {}
+        self.sizes: Dict[int, int] = {}
 
+    def add(self, shard: int, line: bytes):
+        buf = self.lines.get(shard)
+        if buf is None:
+            buf = self.lines[shard] = []
+            self.sizes[shard] = 0
+        buf.append(line)
+        self.sizes[shard] += len(line) + 1
+        if self.sizes[shard] < self.limit:
+            return None
+        del self.lines[shard], self.sizes[shard]
+        return shard, b"\n".join(buf)
 
-# ---------------------------------------------------------------------------------------------
-# Graph steps (Kiveris et al., see components.py)
-# ---------------------------------------------------------------------------------------------
-
-
-def unique_edges(u_hi, u_lo, v_hi, v_lo) -> Columns:
-    """Edges without repeats, sorted by (u, v)."""
-    if len(u_hi) == 0:
-        return u_hi, u_lo, v_hi, v_lo
-    order = np.lexsort((v_lo, v_hi, u_lo, u_hi))
-    cols = [c[order] for c in (u_hi, u_lo, v_hi, v_lo)]
-    keep = _starts(*cols)
-    return tuple(c[keep] for c in cols)
+    def flush(self) -> Iterator[Tuple[int, bytes]]:
+        lines, self.lines, self.sizes = self.lines, {}, {}
+        for shard, buf in lines.items():
+            yield shard, b"\n".join(buf)
 
 
-def both_directions(u_hi, u_lo, v_hi, v_lo) -> Columns:
-    """Every edge (u, v) as the directed pairs u -> v and v -> u, self-loops dropped."""
-    keep = (u_hi != v_hi) | (u_lo != v_lo)
-    u_hi, u_lo, v_hi, v_lo = u_hi[keep], u_lo[keep], v_hi[keep], v_lo[keep]
-    return (np.concatenate((u_hi, v_hi)), np.concatenate((u_lo, v_lo)), np.concatenate((v_hi, u_hi)), np.concatenate((v_lo, u_lo)))
+def records_of(blobs: Iterable[bytes]) -> Iterator[Any]:
+    """The records of line batches (``LineBatches``), in order."""
+    for blob in blobs:
+        for line in blob.split(b"\n"):
+            yield unpack_document(line)
 
 
-def larger_first(u_hi, u_lo, v_hi, v_lo) -> Columns:
-    """Every edge oriented (larger node, smaller node), self-loops dropped."""
-    keep = (u_hi != v_hi) | (u_lo != v_lo)
-    u_hi, u_lo, v_hi, v_lo = u_hi[keep], u_lo[keep], v_hi[keep], v_lo[keep]
-    swap = less(u_hi, u_lo, v_hi, v_lo)
-    return (np.where(swap, v_hi, u_hi), np.where(swap, v_lo, u_lo), np.where(swap, u_hi, v_hi), np.where(swap, u_lo, v_lo))
+class ShardedColumns:
+    """Column batches collected over a bundle and split by shard when ``limit`` records are waiting
+    (``add`` returns the (shard, packed columns) elements then, else nothing) and at ``flush``, so a DoFn
+    that gets many shard groups in one bundle emits one element per shard, not one per group and shard.
+    ``key`` is the column whose value (a uniform hash) picks the shard; ``limit`` defaults to
+    ``COLUMN_BATCH_RECORDS``."""
 
+    def __init__(self, shards: int, key: int, limit: int | None = None):
+        self.shards, self.key = shards, key
+        self.limit = COLUMN_BATCH_RECORDS if limit is None else limit
+        self.parts: List[Columns] = []
+        self.count = 0
 
-def _neighbourhoods(a_hi, a_lo, b_hi, b_lo):
-    """Directed pairs a -> b, deduplicated and sorted: (columns, first row of each a, rows per a)."""
-    cols = unique_edges(a_hi, a_lo, b_hi, b_lo)
-    first = np.flatnonzero(_starts(cols[0], cols[1]))
-    counts = np.diff(np.append(first, len(cols[0])))
-    return cols, first, counts
+    def add(self, columns: Columns) -> Iterator[Tuple[int, bytes]]:
+        if len(columns[0]):
+            self.parts.append(columns)
+            self.count += len(columns[0])
+        return self.flush() if self.count >= self.limit else iter(())
 
-
-def large_star(a_hi, a_lo, b_hi, b_lo) -> Tuple[Columns, int]:
-    """Directed pairs (all of each source's neighbours) -> (Large-Star edges (v, m), violating nodes).
-
-    For every node u with neighbours Γ(u) and m = min(Γ(u) ∪ {u}): an edge (v, m) for every v > u in
-    Γ(u). A node violates convergence unless all its neighbours are larger or it has exactly one."""
-    (a_hi, a_lo, b_hi, b_lo), first, counts = _neighbourhoods(a_hi, a_lo, b_hi, b_lo)
-    if len(first) == 0:
-        return (a_hi, a_lo, b_hi, b_lo), 0
-    u_hi, u_lo = a_hi[first], a_lo[first]
-    minb_hi, minb_lo = b_hi[first], b_lo[first]  # sorted: the smallest neighbour comes first
-    below = less(minb_hi, minb_lo, u_hi, u_lo)
-    violations = int(np.count_nonzero(below & (counts >= 2)))
-    m_hi, m_lo = np.where(below, minb_hi, u_hi), np.where(below, minb_lo, u_lo)
-    group = np.repeat(np.arange(len(first)), counts)
-    larger = less(a_hi, a_lo, b_hi, b_lo)
-    g = group[larger]
-    return (b_hi[larger], b_lo[larger], m_hi[g], m_lo[g]), violations
-
-
-def small_star(u_hi, u_lo, v_hi, v_lo) -> Columns:
-    """Edges (u, w) with u > w (grouped by u) -> Small-Star edges (w, m) for w in N ∪ {u}, w != m.
-
-    N is the set of u's smaller neighbours and m = min(N) (= min(N ∪ {u}))."""
-    (a_hi, a_lo, b_hi, b_lo), first, counts = _neighbourhoods(*larger_first(u_hi, u_lo, v_hi, v_lo))
-    if len(first) == 0:
-        return a_hi, a_lo, b_hi, b_lo
-    m_hi, m_lo = b_hi[first], b_lo[first]
-    group = np.repeat(np.arange(len(first)), counts)
-    rest = np.ones(len(a_hi), dtype=bool)
-    rest[first] = False  # the rows of m itself
-    g = group[rest]
-    return (
-        np.concatenate((b_hi[rest], a_hi[first])),
-        np.concatenate((b_lo[rest], a_lo[first])),
-        np.concatenate((m_hi[g], m_hi)),
-        np.concatenate((m_lo[g], m_lo)),
-    )
-
-
-def labels(a_hi, a_lo, b_hi, b_lo) -> Tuple[Columns, int]:
-    """Directed pairs of the final edges -> ((node, root) columns, number of unconverged nodes).
-
-    root = min(Γ(u) ∪ {u}); a node is converged when all its neighbours are larger (a star center)
-    or it has exactly one neighbour (a leaf)."""
-    (a_hi, a_lo, b_hi, b_lo), first, counts = _neighbourhoods(a_hi, a_lo, b_hi, b_lo)
-    if len(first) == 0:
-        return (a_hi, a_lo, b_hi, b_lo), 0
-    u_hi, u_lo = a_hi[first], a_lo[first]
-    minb_hi, minb_lo = b_hi[first], b_lo[first]
-    below = less(minb_hi, minb_lo, u_hi, u_lo)
-    unconverged = int(np.count_nonzero(below & (counts >= 2)))
-    return (u_hi, u_lo, np.where(below, minb_hi, u_hi), np.where(below, minb_lo, u_lo)), unconverged
+    def flush(self) -> Iterator[Tuple[int, bytes]]:
+        if not self.parts:
+            return iter(())
+        parts, self.parts, self.count = self.parts, [], 0
+        cols = tuple(np.concatenate(c) if len(parts) > 1 else c[0] for c in zip(*parts))
+        return split_by_shard(shard_of(cols[self.key], self.shards), cols)

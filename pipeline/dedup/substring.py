@@ -57,7 +57,7 @@ import numba
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipeline.dedup.lsh import METRICS_NAMESPACE, node_id
+from pipeline.dedup.keys import METRICS_NAMESPACE, node_id
 from pipeline.document import Document, doc_key, text_of
 from pipeline.stages.base import error_reason, reason
 
@@ -424,14 +424,10 @@ class SubstringDedup(beam.PTransform):
     anchor with another document, and only around those anchors; ``"all"`` shuffles every window of
     every document. Both give the same output (tested)."""
 
-    def __init__(self, stage: str = "substring_dedup", min_tokens: int = 50, min_chars: int = 20,
-                 candidates: str = "winnow"):
+    def __init__(self, stage: str, params):
         super().__init__()
-        if min_tokens < 1:
-            raise ValueError(f"min_tokens must be >= 1, got {min_tokens}")
-        if candidates not in ("winnow", "all"):
-            raise ValueError(f"candidates must be 'winnow' or 'all', got {candidates!r}")
-        self.stage, self.k, self.min_chars, self.candidates = stage, min_tokens, min_chars, candidates
+        params.validate()
+        self.stage, self.k, self.min_chars, self.candidates = stage, params.min_tokens, params.min_chars, params.candidates
 
     def expand(self, docs):
         if self.candidates == "winnow":

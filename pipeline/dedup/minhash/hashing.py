@@ -30,47 +30,16 @@ is all ``0xFFFFFFFF`` (datasketch's empty value); LSH must not bucket such docum
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import List, Tuple
 
 import numba
 import numpy as np
 
+from pipeline.dedup.minhash.stage import PRESETS, SCHEMES, SHINGLE_HASHES, LshPreset, resolve_preset  # noqa: F401 (re-exported)
 from pipeline.dedup.normalize import code_points, normalize_code_points, tables
 
-SCHEMES = ("affine32", "legacy")
-SHINGLE_HASHES = ("sha1", "fast")
-
-_MERSENNE = (1 << 61) - 1
 EMPTY_VALUE = np.uint32(0xFFFFFFFF)
-
-
-@dataclasses.dataclass(frozen=True)
-class LshPreset:
-    """A banding configuration: ``bands * rows`` permutations."""
-
-    bands: int
-    rows: int
-
-    @property
-    def num_perm(self) -> int:
-        return self.bands * self.rows
-
-    def candidate_probability(self, jaccard: float) -> float:
-        """P(two documents with this Jaccard similarity share at least one band) = 1-(1-s^r)^b."""
-        return 1.0 - (1.0 - jaccard ** self.rows) ** self.bands
-
-    def threshold(self) -> float:
-        """The usual approximate threshold (1/b)^(1/r): where the S-curve is steepest."""
-        return (1.0 / self.bands) ** (1.0 / self.rows)
-
-
-# RefinedWeb: 9,000 hashes, 450 bands x 20 rows; DCLM: 93 x 15; FineWeb (datatrove): 14 x 8.
-PRESETS: Dict[str, LshPreset] = {
-    "refinedweb": LshPreset(bands=450, rows=20),
-    "dclm": LshPreset(bands=93, rows=15),
-    "fineweb": LshPreset(bands=14, rows=8),
-}
+_MERSENNE = (1 << 61) - 1
 
 
 def permutation_parameters(num_perm: int, seed: int, scheme: str = "affine32") -> Tuple[np.ndarray, np.ndarray]:
@@ -369,15 +338,3 @@ def jaccard_of_hash_sets(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     inter = np.intersect1d(ua, ub, assume_unique=True).size
     return inter / float(ua.size + ub.size - inter)
-
-
-def resolve_preset(preset: Optional[str], bands: Optional[int] = None, rows: Optional[int] = None) -> LshPreset:
-    """A preset by name, with ``bands``/``rows`` overriding it when given."""
-    if preset is None:
-        if bands is None or rows is None:
-            raise ValueError("without a preset, both bands and rows must be given")
-        return LshPreset(bands, rows)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown MinHash preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    base = PRESETS[preset]
-    return LshPreset(bands if bands is not None else base.bands, rows if rows is not None else base.rows)

@@ -1,7 +1,7 @@
 """Connected components of a large edge list in Beam: alternating Large-Star / Small-Star.
 
 The algorithm is Kiveris, Lattanzi, Mirrokni, Rastogi, Vassilvitskii, "Connected Components in
-MapReduce and Beyond" (SoCC 2014). Nodes are 16-byte ids (``lsh.node_id``), compared as bytes. With
+MapReduce and Beyond" (SoCC 2014). Nodes are 16-byte ids (``keys.node_id``), compared as bytes. With
 Γ(u) the neighbours of u:
 
 - **Large-Star**: for every node u, with m = min(Γ(u) ∪ {u}), connect every *larger* neighbour
@@ -15,7 +15,7 @@ node is either a center (all its neighbours are larger) or a leaf (exactly one n
 smaller). That property is checked locally at every node, so the number of violating nodes is a
 cheap convergence test.
 
-Edges travel as packed batches (``packed``): elements ``(shard, bytes)`` whose records are grouped by
+Edges travel as packed batches (``pipeline.dedup.packed``; the numpy steps are in ``graph``): elements ``(shard, bytes)`` whose records are grouped by
 a shard of their source node, so one GroupByKey per step brings every node's whole neighbourhood
 into one numpy batch, and a step costs a sort per shard instead of Python work per edge. Between
 rounds the active edges are kept as directed pairs in both directions, sharded by source.
@@ -43,9 +43,12 @@ from typing import Iterable, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.dedup import packed
-from pipeline.dedup.lsh import DEFAULT_SHARDS, METRICS_NAMESPACE
+from pipeline.dedup.keys import METRICS_NAMESPACE, SHARDS as DEFAULT_SHARDS
+from pipeline.dedup.minhash import graph
+from pipeline.dedup.minhash.graph import EDGE_COLUMNS
 
 VIOLATIONS_TAG = "violations"
 DONE_TAG = "done"
@@ -56,42 +59,50 @@ class NotConvergedError(RuntimeError):
     """Connected components did not converge within ``max_rounds``."""
 
 
-def directed_by_source(blob: bytes, shards: int) -> Iterable[Tuple[int, bytes]]:
-    """Packed edges (u, v) -> packed directed pairs u -> v and v -> u, sharded by source (self-loops dropped)."""
-    cols = packed.both_directions(*packed.unpack_columns(blob, packed.EDGE_COLUMNS))
-    return packed.split_by_shard(packed.shard_of(cols[1], shards), cols)
+class _ShardedEdgesDoFn(beam.DoFn):
+    """Base of the steps that re-shard edges: ``step(columns)`` gives the edge columns to send on (sharded by
+    their source, column 1); they are collected over the bundle (``packed.ShardedColumns``) so that one
+    bundle of many shard groups emits one element per shard, not one per group and shard."""
 
-
-class _DirectedDoFn(beam.DoFn):
     def __init__(self, shards: int):
         self.shards = shards
 
+    def start_bundle(self):
+        self.out = packed.ShardedColumns(self.shards, key=1)
+
+    def step(self, columns):  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def process(self, element):
-        yield from directed_by_source(element[1], self.shards)
+        yield from self.out.add(self.step(packed.unpack_columns(element[1], EDGE_COLUMNS)))
+
+    def finish_bundle(self):
+        for element in self.out.flush():
+            yield GlobalWindows.windowed_value(element)
 
 
-class _LargeStarDoFn(beam.DoFn):
+class _DirectedDoFn(_ShardedEdgesDoFn):
+    """Packed edges (u, v) -> directed pairs u -> v and v -> u, sharded by source (self-loops dropped)."""
+
+    def step(self, columns):
+        return graph.both_directions(*columns)
+
+
+class _LargeStarDoFn(_ShardedEdgesDoFn):
     """(shard, directed pairs) -> Large-Star edges (v, m) sharded by v; violating nodes to ``violations``."""
 
-    def __init__(self, shards: int):
-        self.shards = shards
-
     def process(self, element):
-        edges, violations = packed.large_star(*packed.unpack_columns(element[1], packed.EDGE_COLUMNS))
+        edges, violations = graph.large_star(*packed.unpack_columns(element[1], EDGE_COLUMNS))
         if violations:
             yield beam.pvalue.TaggedOutput(VIOLATIONS_TAG, violations)
-        yield from packed.split_by_shard(packed.shard_of(edges[1], self.shards), edges)
+        yield from self.out.add(edges)
 
 
-class _SmallStarDoFn(beam.DoFn):
+class _SmallStarDoFn(_ShardedEdgesDoFn):
     """(shard, edges (u, w), u > w) -> Small-Star edges as directed pairs, both directions, sharded by source."""
 
-    def __init__(self, shards: int):
-        self.shards = shards
-
-    def process(self, element):
-        cols = packed.both_directions(*packed.small_star(*packed.unpack_columns(element[1], packed.EDGE_COLUMNS)))
-        yield from packed.split_by_shard(packed.shard_of(cols[1], self.shards), cols)
+    def step(self, columns):
+        return graph.both_directions(*graph.small_star(*columns))
 
 
 class _RouteDoFn(beam.DoFn):
@@ -129,7 +140,7 @@ class _LabelDoFn(beam.DoFn):
 
     def process(self, element):
         shard, blobs = element
-        cols, unconverged = packed.labels(*packed.unpack_columns(blobs, packed.EDGE_COLUMNS))
+        cols, unconverged = graph.labels(*packed.unpack_columns(blobs, EDGE_COLUMNS))
         if unconverged:
             self.unconverged.inc(unconverged)
             if self.on_unconverged == "fail":
@@ -143,15 +154,6 @@ class _LabelDoFn(beam.DoFn):
             yield shard, packed.pack_columns(cols)
 
 
-def _check_options(max_rounds: int, on_unconverged: str, shards: int) -> None:
-    if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-    if on_unconverged not in ("fail", "continue"):
-        raise ValueError(f"on_unconverged must be 'fail' or 'continue', got {on_unconverged!r}")
-    if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
-
-
 class PackedConnectedComponents(beam.PTransform):
     """PCollection of (any key, packed edges (u, v)) -> PCollection of (shard, packed (node, root)).
 
@@ -160,7 +162,6 @@ class PackedConnectedComponents(beam.PTransform):
 
     def __init__(self, max_rounds: int = 20, on_unconverged: str = "fail", name: str = "cc", shards: int = DEFAULT_SHARDS):
         super().__init__()
-        _check_options(max_rounds, on_unconverged, shards)
         self.max_rounds, self.on_unconverged, self.metric_name, self.shards = max_rounds, on_unconverged, name, shards
 
     def expand(self, edges):
@@ -206,7 +207,7 @@ def pack_edges(edges) -> Tuple[int, bytes]:
 
 def unpack_pairs(element) -> Iterable[Tuple[bytes, bytes]]:
     """(key, packed (node, root) or edge records) -> plain (16-byte node, 16-byte node) pairs."""
-    u_hi, u_lo, v_hi, v_lo = packed.unpack_columns(element[1], packed.EDGE_COLUMNS)
+    u_hi, u_lo, v_hi, v_lo = packed.unpack_columns(element[1], EDGE_COLUMNS)
     return zip(packed.columns_to_nodes(u_hi, u_lo), packed.columns_to_nodes(v_hi, v_lo))
 
 
@@ -218,7 +219,6 @@ class ConnectedComponents(beam.PTransform):
 
     def __init__(self, max_rounds: int = 20, on_unconverged: str = "fail", name: str = "cc", shards: int = DEFAULT_SHARDS):
         super().__init__()
-        _check_options(max_rounds, on_unconverged, shards)
         self.max_rounds, self.on_unconverged, self.metric_name, self.shards = max_rounds, on_unconverged, name, shards
 
     def expand(self, edges):
