@@ -123,6 +123,7 @@ SUBCOMMANDS = {
     "export": ("export a checkpoint as a Hugging Face model folder", _Lazy("model.evaluate.cli", "add_export_arguments", "run_export")),
     "ablate": ("raw vs filtered vs refined: train and evaluate the same small model", _Lazy("pipeline.ablate", "add_arguments", "run")),
     "report": ("render a run's funnel and signals as a static HTML page", _Lazy("pipeline.html_report", "add_arguments", "run")),
+    "train-classifier": ("train a fastText quality classifier (model.bin + model card)", _Lazy("pipeline.quality.train_cli", "add_arguments", "run")),
 }
 
 

@@ -101,6 +101,11 @@ def run_pipeline(
     report_mod.check_report(report)
     manifest = json.loads(fs.read_bytes(fs.join(out_dir, "manifest.json")))
     report["written"] = report_mod.cross_check_manifest(report, manifest)
+    from pipeline.quality.summary import quality_sections
+
+    quality = quality_sections(out_dir, run_info["stages"], manifest)  # the quality stages' section, if any
+    if quality:
+        report["quality"] = quality
     report["seconds"] = round(time.time() - start, 2)
     report["inputs"] = len(paths)
     report_mod.write_report(report, out_dir)
