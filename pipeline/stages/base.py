@@ -269,14 +269,15 @@ class Stage:
         """Columns this configured stage adds (override when they depend on parameters)."""
         return dict(self.columns)
 
-    def check(self, values: Dict[str, Any], rules: Optional[Iterable[str]] = None) -> Optional[str]:
-        """The first declared rule (of ``rules``, default all) that ``values`` break at this stage's
-        parameters, or None."""
+    def check(self, values: Dict[str, Any], order: Optional[Sequence[str]] = None) -> Optional[str]:
+        """The first rule that ``values`` break at this stage's parameters, or None. Rules are checked
+        in declared order, or in ``order`` (rule names: a convention that checks in another order)."""
         p = self.params
-        wanted = None if rules is None else set(rules)
-        for rule_name, column, param, rule in self._checks:
-            if wanted is not None and rule_name not in wanted:
-                continue
+        checks = self._checks
+        if order is not None:
+            by_name = {c[0]: c for c in checks}
+            checks = [by_name[name] for name in order]
+        for rule_name, column, param, rule in checks:
             if rule.breaks(values[column], None if param is None else getattr(p, param)):
                 return rule_name
         return None

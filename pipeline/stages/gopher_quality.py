@@ -26,6 +26,7 @@ Every signal is recorded as a column (also on rejected documents).
 from __future__ import annotations
 
 import itertools
+import string
 import operator
 import re
 from operator import methodcaller
@@ -33,6 +34,8 @@ from operator import methodcaller
 import pyarrow as pa
 
 from pipeline.stages.base import DocumentStage, Param, Rule, register
+from pipeline.stages.en_words import en_words
+from pipeline.stages.gopher_repetition import CONVENTIONS
 from pipeline.stages.text_utils import PUNCTUATION, split_lines, split_words
 
 DEFAULT_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -77,6 +80,43 @@ def quality_signals(text: str, stop_words: frozenset) -> dict:
     }
 
 
+# datatrove's "symbol" characters: a token made only of these is not a word. ASCII punctuation, the
+# typographic marks below, C0/C1 control characters except tab and newline, and sentence-final marks
+# of other scripts (only those of scripts near English are listed: the convention is for English).
+DATATROVE_PUNCTUATION = frozenset(
+    string.punctuation
+    + "—–”“„’´«»…►━、。，．：；？！～（）【】「」《》〈〉∶％１"
+    + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)]))
+    + "⁈⁉﹗"
+)
+DATATROVE_BULLETS = ("•", "-")
+
+
+def quality_signals_datatrove(text: str, stop_words: frozenset) -> dict:
+    """The Gopher quality signals as datatrove 0.10's ``GopherQualityFilter`` computes them
+    (module docstring, "convention: datatrove"), keyed by column name."""
+    tokens = en_words(text)
+    n_tokens = len(tokens)
+    symbol_chars = DATATROVE_PUNCTUATION.issuperset
+    words = [t for t in tokens if not symbol_chars(t)]
+    n_words = len(words)
+    alpha_tokens = sum(1 for t in tokens if t.isalpha() or any(map(str.isalpha, t)))
+    symbols = max(text.count("#"), text.count("...") + text.count("…"))
+    lines = text.splitlines()
+    n_lines = len(lines)
+    bullets = sum(1 for line in lines if line.lstrip().startswith(DATATROVE_BULLETS))
+    ellipses = sum(1 for line in lines if line.rstrip().endswith(("...", "…")))
+    return {
+        "gopher_words": n_words,
+        "gopher_mean_word_length": sum(map(len, words)) / n_words if n_words else 0.0,
+        "gopher_symbol_word_ratio": symbols / n_tokens if n_tokens else float(symbols > 0),
+        "gopher_bullet_lines_frac": bullets / n_lines if n_lines else 0.0,
+        "gopher_ellipsis_lines_frac": ellipses / n_lines if n_lines else 0.0,
+        "gopher_alpha_words_frac": alpha_tokens / n_tokens if n_tokens else 0.0,
+        "gopher_stop_words": len(stop_words.intersection(tokens)),
+    }
+
+
 # (rule, signal column, Arrow type, a kept document has `signal KEEP threshold`, threshold), checked in order
 RULES = (
     Rule("min_words", "gopher_words", pa.int32(), ">=", Param("min_words", 50, lo=0)),
@@ -99,15 +139,23 @@ class GopherQuality(DocumentStage):
 
     name = "gopher_quality"
     rules = RULES
-    parameters = (Param("stop_words", DEFAULT_STOP_WORDS, kind="strings", what="non-empty words"),)
+    parameters = (
+        Param("stop_words", DEFAULT_STOP_WORDS, kind="strings", what="non-empty words"),
+        Param("convention", "paper", kind="choice", choices=CONVENTIONS),
+    )
 
     def setup(self) -> None:
-        self._stop_words = frozenset(w.lower() for w in self.params.stop_words)
+        if self.params.convention == "datatrove":  # exact, case-sensitive tokens
+            self._stop_words = frozenset(self.params.stop_words)
+            self._signals = quality_signals_datatrove
+        else:
+            self._stop_words = frozenset(w.lower() for w in self.params.stop_words)
+            self._signals = quality_signals
 
     def measure(self, text: str) -> dict:
         if not hasattr(self, "_stop_words"):
             self.setup()
-        return quality_signals(text, self._stop_words)
+        return self._signals(text, self._stop_words)
 
 
 GopherQualityParams = GopherQuality.Params

@@ -34,13 +34,19 @@ probability ~ m^2 / 2^65 (m n-grams), i.e. never in practice.
 from __future__ import annotations
 
 import itertools
-from typing import Dict, List, Tuple
+import re
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.stages.base import DocumentStage, Param, Rule, register
+from pipeline.stages.en_words import en_words
 from pipeline.stages.text_utils import split_lines, split_paragraphs, split_words
+
+# How the signals are read: "paper" (this module's definitions) or "datatrove" (datatrove 0.10's filters).
+CONVENTIONS = ("paper", "datatrove")
 
 TOP_NS = (2, 3, 4)
 DUP_NS = (5, 6, 7, 8, 9, 10)
@@ -148,6 +154,63 @@ def repetition_signals(text: str) -> Dict[str, float]:
     return signals
 
 
+_DT_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_DT_LINE_SPLIT = re.compile(r"\n+")
+
+
+def top_ngram_chars_datatrove(words: List[str], n: int) -> int:
+    """datatrove's top n-gram characters: the most frequent n-gram (the earliest of equally frequent
+    ones) as words joined by spaces, its length times its count; a count of 1 is not excluded."""
+    if len(words) < n:
+        return 0
+    counts = Counter(zip(*(itertools.islice(words, i, None) for i in range(n))))
+    gram, count = max(counts.items(), key=lambda kv: kv[1])  # max() keeps the first of equal counts
+    return (sum(map(len, gram)) + n - 1) * count
+
+
+def dup_ngram_chars_datatrove(words: List[str], n: int) -> int:
+    """datatrove's duplicated n-gram characters: scan the n-grams (words joined without spaces) left to
+    right; an n-gram seen before adds its characters and the scan jumps n words, otherwise it is
+    remembered and the scan moves one word. First occurrences never count."""
+    seen = set()
+    repeated = idx = 0
+    last = len(words) - n + 1
+    join = "".join
+    while idx < last:
+        gram = join(words[idx : idx + n])
+        if gram in seen:
+            repeated += len(gram)
+            idx += n
+        else:
+            seen.add(gram)
+            idx += 1
+    return repeated
+
+
+def repetition_signals_datatrove(text: str) -> Dict[str, float]:
+    """The Gopher repetition signals as datatrove 0.10's ``GopherRepetitionFilter`` computes them
+    (module docstring, "convention: datatrove"), keyed by column name."""
+    n_chars = len(text)
+    if not n_chars:
+        return dict.fromkeys(COLUMNS, 0.0)
+    paragraphs = _DT_PARAGRAPH_SPLIT.split(text.strip())
+    lines = _DT_LINE_SPLIT.split(text)
+    dup_paras, dup_para_chars = duplicate_stats(paragraphs)
+    dup_lines, dup_line_chars = duplicate_stats(lines)
+    signals = {
+        "gopher_dup_line_frac": dup_lines / len(lines),
+        "gopher_dup_para_frac": dup_paras / len(paragraphs),
+        "gopher_dup_line_char_frac": dup_line_chars / n_chars,
+        "gopher_dup_para_char_frac": dup_para_chars / n_chars,
+    }
+    words = en_words(text)
+    for n in TOP_NS:
+        signals[f"gopher_top_{n}gram_frac"] = top_ngram_chars_datatrove(words, n) / n_chars
+    for n in DUP_NS:
+        signals[f"gopher_dup_{n}gram_frac"] = dup_ngram_chars_datatrove(words, n) / n_chars
+    return signals
+
+
 def _max_rule(rule: str, column: str, default: float) -> Rule:
     """A repetition rule: the document is kept when its signal is at most the threshold (in [0, 1])."""
     return Rule(rule, column, pa.float32(), "<=", Param(column[len("gopher_"):], default, lo=0.0, hi=1.0))
@@ -170,9 +233,19 @@ class GopherRepetition(DocumentStage):
 
     name = "gopher_repetition"
     rules = RULES
+    parameters = (Param("convention", "paper", kind="choice", choices=CONVENTIONS),)
+    # datatrove checks paragraphs before lines (the reason differs, never the decision)
+    DATATROVE_ORDER = tuple(r.name for r in RULES[:4][1::2] + RULES[:4][0::2] + RULES[4:])
 
     def measure(self, text: str) -> Dict[str, float]:
+        if self.params.convention == "datatrove":
+            return repetition_signals_datatrove(text)
         return repetition_signals(text)
+
+    def process(self, doc) -> Optional[str]:
+        signals = self.measure(doc.get("text") or "")
+        doc.update(signals)
+        return self.check(signals, order=self.DATATROVE_ORDER if self.params.convention == "datatrove" else None)
 
 
 GopherRepetitionParams = GopherRepetition.Params
