@@ -229,3 +229,29 @@ def test_the_windowed_counter_agrees_with_the_scorer(logged, tokenizer):
         lines = read_lines(logged["dir"] / f"samples_{task}.jsonl")
         items = load_task(task, require_shared("eval"), limit=len(lines))
         assert [n > BLOCK for n in longest_continuations(tokenizer, items)] == [r["windowed"] for r in lines]
+
+
+def test_wikitext_bits_per_byte_is_logged_per_article(tokenizer):
+    from model.evaluate.bpb import BPBParams, document_starts, evaluate_text, read_text_file, sliding_window_nll
+
+    text = read_text_file(require_shared("eval", "wikitext-2-raw-test.txt"))
+    starts, titles = document_starts(text)
+    assert len(starts) == 62 and starts[0] == 0 and titles[0] == "Robert Boulter"  # the harness's 62 documents
+    part = text[:starts[3]]  # three whole articles
+    model = small_model(tokenizer.vocab_size, BLOCK)
+    params = BPBParams(batch_size=16)
+    res = evaluate_text(model, tokenizer, part, params, return_details=True)
+    lines = res.pop("details")
+    assert [r["title"] for r in lines] == titles[:3] and res["n"] == 3
+    assert sum(r["bytes"] for r in lines) == res["bytes"] == len(part.encode("utf-8"))
+    assert [r["bytes"] for r in lines] == [len(part[a:b].encode("utf-8")) for a, b in zip(starts[:3], starts[1:4])]
+    assert {k: res[k] for k in recompute_bpb(lines)} == recompute_bpb(lines)
+    # the same stream scored directly: the split into articles changes no number
+    stream = np.array([tokenizer.eot_id] + tokenizer.encode(part))
+    nll = sliding_window_nll(model, stream, batch_size=16)
+    assert res["tokens"] == len(stream) - 1
+    assert res["bpb"] == pytest.approx(nll.sum() / (len(part.encode("utf-8")) * math.log(2)), rel=1e-12)
+    # cut by max_tokens: the last article counts the bytes of its scored tokens only
+    cut = evaluate_text(model, tokenizer, part, BPBParams(batch_size=16, max_tokens=2000), return_details=True)
+    assert cut["tokens"] == 2000 and sum(r["tokens"] for r in cut["details"]) == 2000
+    assert cut["bytes"] == len(tokenizer.decode(stream[1:2001].tolist()).encode("utf-8"))

@@ -20,7 +20,8 @@ depend on the tokenizer, so models with different vocabularies compare.
 
 Metrics: ``bpb``, ``bits_per_token``, ``ppl`` (token perplexity = exp(NLL / tokens)), ``tokens``,
 ``bytes``, ``n`` (documents). They are computed from one record per document (``doc_id``, ``tokens``,
-``bytes``, ``nll`` in nats; the text file is one document, a token shard row is one): total NLL =
+``bytes``, ``nll`` in nats; a WikiText article, or the whole text when it has no WikiText headings, is one
+document, and so is a token shard row): total NLL =
 ``math.fsum`` of the documents' NLLs, tokens and bytes their sums. ``return_details=True`` adds the
 records as ``details`` (the lines of ``refinery eval --log-samples``), and they recompute the metrics
 exactly (``summarize_documents``).
@@ -29,6 +30,7 @@ exactly (``summarize_documents``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -192,25 +194,70 @@ def read_text_file(path: str | Path) -> str:
     return path.read_text(encoding="utf-8")  # universal newlines: \r\n -> \n
 
 
+WIKITEXT_HEADING = re.compile(r"^ = ([^=\n][^\n]*?) = $", re.M)
+
+
+def document_starts(text: str) -> tuple[list[int], list[str | None]]:
+    """Where the documents of a text begin (character offsets) and their titles.
+
+    WikiText's articles start with a `` = Title = `` line (62 in WikiText-2 raw test, the documents the
+    harness's ``wikitext`` task scores); a text without such lines is one document without a title.
+    """
+    starts, titles = [], []
+    for m in WIKITEXT_HEADING.finditer(text):
+        starts.append(m.start())
+        titles.append(m.group(1).strip())
+    if not starts:
+        return [0], [None]
+    if starts[0] != 0:  # text before the first heading is a document of its own
+        starts.insert(0, 0)
+        titles.insert(0, None)
+    return starts, titles
+
+
 def evaluate_text(model, tokenizer, text: str, params: BPBParams | None = None, device=None,
                   return_details: bool = False, source: str | None = None) -> dict:
-    """Bits per byte and perplexity of ``text`` (see module docstring): one document."""
+    """Bits per byte and perplexity of ``text`` (see module docstring).
+
+    The text is scored as one stream; each scored token is then credited to the document it starts in
+    (``document_starts``), and each document's bytes are the UTF-8 bytes of its stretch of the text (of
+    its scored tokens, decoded, when ``max_tokens`` cuts the text or there is no end-of-text token).
+    """
     params = params or BPBParams()
     tok = as_text_tokenizer(tokenizer)
-    ids = tok.encode(text)
+    encoding = tok.inner.encode(text, add_special_tokens=False)
+    ids = encoding.ids
     prefix = [tok.eot_id] if tok.eot_id is not None else []
     stream = np.asarray(prefix + ids, dtype=np.int64)
-    n_bytes = len(text.encode("utf-8"))
-    if params.max_tokens is not None and len(stream) > params.max_tokens + 1:
+    truncated = params.max_tokens is not None and len(stream) > params.max_tokens + 1
+    if truncated:
         stream = stream[:params.max_tokens + 1]
-        n_bytes = len(tok.decode(stream[len(prefix):].tolist(), skip_special_tokens=True).encode("utf-8"))
-    if not prefix:
-        # without an end-of-text token the first token has nothing to be predicted from
-        n_bytes -= int(tok.token_byte_lengths()[stream[0]]) if len(stream) else 0
     nll = sliding_window_nll(model, stream, params.max_length, params.stride, params.batch_size, device,
                              params.dtype)
-    origin = {} if source is None else {"source": source}
-    records = [document_record(0, nll, stream[1:], tok.token_byte_lengths(), n_bytes, **origin)]
+    targets = stream[1:]
+    # without an end-of-text token the first token has nothing to be predicted from: scoring starts at ids[1]
+    first = 0 if prefix else 1
+    token_starts = np.asarray([start for start, _ in encoding.offsets], dtype=np.int64)
+    starts, titles = document_starts(text)
+    doc_of = np.searchsorted(np.asarray(starts), token_starts[first:first + len(targets)], side="right") - 1
+    byte_lengths = tok.token_byte_lengths()
+    present = [d for d in range(len(starts)) if (doc_of == d).any()]
+    records = []
+    for k, d in enumerate(present):
+        mask = doc_of == d
+        if truncated or not prefix:
+            n_bytes = len(tok.decode(targets[mask].tolist(), skip_special_tokens=True).encode("utf-8"))
+        else:  # the document's stretch of the text: from its first token to the next document's
+            lo = 0 if k == 0 else int(token_starts[first + np.argmax(doc_of == d)])
+            hi = (int(token_starts[first + np.argmax(doc_of == present[k + 1])]) if k + 1 < len(present)
+                  else len(text))
+            n_bytes = len(text[lo:hi].encode("utf-8"))
+        origin = {} if source is None else {"source": source}
+        if titles[d] is not None:
+            origin["title"] = titles[d]
+        records.append(document_record(k, nll[mask], targets[mask], byte_lengths, n_bytes, **origin))
+    if not records:
+        raise ValueError("nothing to score: the text has no tokens after the first")
     out = summarize_documents(records)
     if return_details:
         out["details"] = records
