@@ -1,5 +1,6 @@
-"""Fuzz target: the document stages of ``refinedweb``, ``refinedweb_fast`` and ``fineweb`` (not dedup) on
-fuzzer strings, plus the text invariants of normalize, line_corrections and the Gopher/FineWeb signals.
+"""Fuzz target: the document stages of ``refinedweb``, ``refinedweb_fast`` and ``fineweb`` (not dedup), and
+the quality layer's ``pii`` and ``decontaminate``, on fuzzer strings, plus the text invariants of
+normalize, line_corrections, PII redaction and the Gopher/FineWeb signals.
 
 Run (atheris/libFuzzer flags pass through; the seed corpus is written to a temporary folder at start):
 
@@ -19,7 +20,9 @@ What counts as a crash (assertions in ``check_one_input``):
 - ``normalize(normalize(x)) != normalize(x)``;
 - ``line_corrections`` giving more words than it got, or a removed fraction outside [0, 1];
 - a Gopher or FineWeb fraction outside [0, 1] (the top n-gram character fraction counts overlapping
-  occurrences, as Gopher and datatrove do: it must lie in [0, n]).
+  occurrences, as Gopher and datatrove do: it must lie in [0, n]);
+- PII redaction changing any character outside its matched spans, or a count that is not the number of
+  matches (the ``pii`` and ``decontaminate`` stages are fuzzed too).
 
 Importable: ``check_one_input(data)`` is the target, ``seed_inputs()`` the seeds, ``text_of(data)`` the
 byte-to-string mapping.
@@ -78,8 +81,19 @@ def build_stages() -> list:
     return out
 
 
+def quality_stages() -> list:
+    """The quality layer's pattern stages (``pii`` with every kind, ``decontaminate`` in cut mode), set up."""
+    from pipeline.quality import pii
+    from pipeline.quality.stages import DecontaminateParams, DecontaminateStage, PiiParams, PiiStage
+
+    out = [PiiStage(PiiParams(kinds=pii.KINDS)), DecontaminateStage(DecontaminateParams(mode="cut", min_chars=0))]
+    for stage in out:
+        stage.setup()
+    return out
+
+
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)  # it logs every unparsable input
-STAGES = build_stages()
+STAGES = build_stages() + quality_stages()
 NORMALIZE = Normalize()
 NORMALIZE.setup()
 LC_PARAMS = LineCorrectionsParams()
@@ -116,6 +130,23 @@ def check_text_invariants(text: str) -> None:
         assert 0.0 <= q[name] <= 1.0, (name, q[name])
     for name, value in fineweb_signals(text, tuple(FW_PARAMS.terminal_punctuation), FW_PARAMS.short_line_length).items():
         assert 0.0 <= value <= 1.0, (name, value)
+    check_pii_invariants(text)
+
+
+def check_pii_invariants(text: str) -> None:
+    """Redaction changes only the matched spans (each becomes its placeholder) and counts every match."""
+    from pipeline.quality import pii
+
+    out, counts, matches = pii.redact(text, kinds=pii.KINDS)
+    pos, o = 0, 0
+    for m in matches:
+        assert pos <= m.start < m.end <= len(text), (m, pos)
+        assert out[o:o + m.start - pos] == text[pos:m.start], "pii changed text outside a match"
+        o += m.start - pos
+        ph = pii.DEFAULT_PLACEHOLDERS[m.kind]
+        assert out[o:o + len(ph)] == ph
+        o, pos = o + len(ph), m.end
+    assert out[o:] == text[pos:] and sum(counts.values()) == len(matches)
 
 
 def check_one_input(data: bytes) -> None:

@@ -504,6 +504,7 @@ def render(run_dir: str, out_dir: Optional[str] = None, samples: int = 3, max_ro
     rejected = _load_table(rej_dir, max_rows, chart_columns)
     columns = sorted(set(docs.schema.names if docs is not None else []) | set(rejected.schema.names if rejected is not None else []))
     thresholds = threshold_signals(manifest, columns)
+    from pipeline.quality.report_html import quality_html  # the quality layer's section (report.json "quality")
 
     def path(name: str) -> str:
         return os.path.join(out_dir, name)
@@ -557,7 +558,7 @@ def render(run_dir: str, out_dir: Optional[str] = None, samples: int = 3, max_ro
 <p>{report['input_documents']:,} records in, <b>{report['output_documents']:,} documents kept</b>,
 {report['rejected_documents']:,} rejected with a reason. Every record is accounted for
 (in = kept + rejected at every stage).{' <span class=muted>(' + esc(', '.join(facts)) + ')</span>' if facts else ''}</p>
-<nav><a href="#funnel">funnel</a><a href="#signals">signals</a><a href="#languages">languages</a><a href="#domains">domains</a><a href="#rejected">rejected documents</a></nav>
+<nav><a href="#funnel">funnel</a><a href="#signals">signals</a><a href="#languages">languages</a><a href="#domains">domains</a>{'<a href="#quality">quality layer</a>' if report.get('quality') else ''}<a href="#rejected">rejected documents</a></nav>
 <h2 id="funnel">Funnel</h2>
 <table class="funnel"><tr><th>stage</th><th>in</th><th>kept</th><th>removed here</th><th>kept of input</th>
 <th>RefinedWeb<br>(kept of CC)</th><th>rejected by reason</th></tr>{_funnel_rows(report)}</table>
@@ -566,6 +567,7 @@ def render(run_dir: str, out_dir: Optional[str] = None, samples: int = 3, max_ro
 {'<p>Thresholds of this run (from manifest.json):</p><ul>' + thr_list + '</ul>' if thr_list else '<p class=muted>No thresholded signal found (manifest.json missing, or no filter stage in this pipeline).</p>'}
 {'<p class=muted>Charts use the first ' + f'{max_rows:,}' + ' rows of each table.</p>' if truncated else ''}
 {figures('signals')}
+{quality_html(report, out_dir)}
 <h2 id="languages">Languages</h2>{figures('languages')}
 <h2 id="domains">Domains</h2>{figures('domains')}
 <h2 id="rejected">Rejected documents, by reason</h2>

@@ -61,6 +61,15 @@ def test_refinedweb_plus_runs_with_all_three_stages(model, shared_data, tmp_path
     below = [r for r in rej if r["reason"] == "quality_classifier:below_top"]
     assert below and all(r["quality_score"] is not None and r["decontam_ngrams"] is None for r in below)
     assert "quality" in report and set(report["quality"]) >= {"quality_classifier", "decontaminate", "pii"}
+    q = report["quality"]
+    assert q["quality_classifier"]["kept"] == qc["kept"] and sum(q["quality_classifier"]["histogram"]["kept"]) == qc["kept"]
+    assert q["quality_classifier"]["cutoff"] <= min(r["quality_score"] for r in docs)
+    assert set(q["decontaminate"]["tasks"]) == {"hellaswag", "arc_easy", "arc_challenge", "piqa", "lambada", "wikitext"}
+    assert q["pii"]["replaced"]["email"] == sum(r["pii_email"] for r in docs + rej if r.get("pii_email"))
+    _refinery("report", str(out))
+    page = (out / "report" / "index.html").read_text()
+    assert 'id="quality"' in page and "n-grams matched" in page
+    assert (out / "report" / "quality_scores.png").stat().st_size > 5000 and (out / "report" / "pii.png").exists()
 
 
 @pytest.mark.slow
