@@ -255,3 +255,16 @@ def test_wikitext_bits_per_byte_is_logged_per_article(tokenizer):
     cut = evaluate_text(model, tokenizer, part, BPBParams(batch_size=16, max_tokens=2000), return_details=True)
     assert cut["tokens"] == 2000 and sum(r["tokens"] for r in cut["details"]) == 2000
     assert cut["bytes"] == len(tokenizer.decode(stream[1:2001].tolist()).encode("utf-8"))
+
+
+def test_the_ablation_table_names_each_tasks_split(logged, tmp_path):
+    from pipeline.ablate import _headline, _splits, draw, format_table
+
+    results = logged["saved"]
+    cell = _splits(results)
+    assert "arc_easy=test" in cell and "hellaswag=validation" in cell and "bpb=validation" in cell
+    row = {"pipeline": "p", "documents": 3, "train_tokens": 10, **_headline(results), "splits": cell, "seconds": 1.0}
+    assert cell in format_table([row])
+    assert (tmp_path / "a.png").exists() is False
+    draw([row], str(tmp_path / "a.png"))  # the text column is not drawn as a metric
+    assert (tmp_path / "a.png").stat().st_size > 1000
