@@ -43,10 +43,11 @@ class _Lazy:
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pipeline", help="pipeline name from pipelines.yaml (see `refinery pipelines`)")
-    p.add_argument("--input", "-i", nargs="+", metavar="PATH", default=None,
+    p.add_argument("--input", "-i", nargs="+", action="extend", metavar="PATH", default=None,
                    help="input files, directories or globs: WARC/ARC/WET and JSONL (plain, .gz, .zst, .bz2, .xz), Parquet, Arrow; "
                         "gs://, s3://, https:// and Common Crawl *.paths.gz lists too. Default: stream the first "
-                        "--limit records of a Common Crawl WARC over https")
+                        "--limit records of a Common Crawl WARC over https. Repeatable; NAME=PATH names a source "
+                        "(a source_name column and a funnel per source in the report)")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (documents/, rejected/, report.json, funnel.png)")
     p.add_argument("--config", "-c", default=None, metavar="FILE", help="pipelines file (default: the repository's pipelines.yaml)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="read at most N records in all (in input order)")

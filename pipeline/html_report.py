@@ -454,6 +454,22 @@ def _funnel_rows(report: Mapping[str, Any]) -> str:
     return "".join(rows)
 
 
+def sources_html(report: Mapping[str, Any]) -> str:
+    """The funnel of every named source (``--input NAME=PATHS``), one table each; empty for plain runs."""
+    sources = report.get("sources") or {}
+    if not sources:
+        return ""
+    esc = html.escape
+    head = ("<tr><th>stage</th><th>in</th><th>kept</th><th>removed here</th><th>kept of input</th>"
+            "<th>RefinedWeb<br>(kept of CC)</th><th>rejected by reason</th></tr>")
+    parts = ["<h3 id=sources>Per source</h3><p>Each source's funnel; they add up to the table above, stage by "
+             "stage and reason by reason.</p>"]
+    for name, sub in sources.items():
+        parts.append(f"<h4>{esc(name)}: {sub['input_documents']:,} in, {sub['output_documents']:,} kept</h4>"
+                     f"<table class=funnel>{head}{_funnel_rows(sub)}</table>")
+    return "\n".join(parts)
+
+
 def rejected_samples_html(report: Mapping[str, Any], by_reason: Mapping[str, List[Dict[str, Any]]],
                           thresholds: Sequence[Threshold], columns: Sequence[str]) -> str:
     """One ``<details>`` block per rejection reason (in pipeline order): each sampled document's link, source file,
@@ -563,6 +579,7 @@ def render(run_dir: str, out_dir: Optional[str] = None, samples: int = 3, max_ro
 <table class="funnel"><tr><th>stage</th><th>in</th><th>kept</th><th>removed here</th><th>kept of input</th>
 <th>RefinedWeb<br>(kept of CC)</th><th>rejected by reason</th></tr>{_funnel_rows(report)}</table>
 {figures('funnel')}
+{sources_html(report)}
 <h2 id="signals">Quality signals</h2>
 {'<p>Thresholds of this run (from manifest.json):</p><ul>' + thr_list + '</ul>' if thr_list else '<p class=muted>No thresholded signal found (manifest.json missing, or no filter stage in this pipeline).</p>'}
 {'<p class=muted>Charts use the first ' + f'{max_rows:,}' + ' rows of each table.</p>' if truncated else ''}

@@ -6,7 +6,9 @@ report.json shape (read by tools and notebooks):
      "stages": [{"name": str, "in": int, "kept": int, "rejected": {reason: int}}], ...}
 
 Invariants: ``in == kept + sum(rejected)`` for every stage, each stage's ``in`` equals the previous stage's
-``kept``, and ``input_documents == output_documents + all rejections``. ``check_report`` raises
+``kept``, and ``input_documents == output_documents + all rejections``. A run with named inputs
+(``--input web=... --input wiki=...``) adds ``"sources": {name: {...same shape...}}``: the funnel of each
+source, which must satisfy the same invariants and add up to the total, stage by stage and reason by reason. ``check_report`` raises
 ``AccountingError`` when one fails; the run then fails loudly instead of publishing a wrong funnel.
 """
 
@@ -53,7 +55,7 @@ def build_report(pipeline: str, stage_names: Sequence[str], counters: Mapping[st
     for s in stages:
         s["kept_of_input_pct"] = round(100.0 * s["kept"] / input_documents, 3) if input_documents else 0.0
     diagnostics = {k.split("|", 2)[2]: v for k, v in counters.items() if k.startswith("diagnostics|")}
-    return {
+    report = {
         "pipeline": pipeline,
         "input_documents": input_documents,
         "output_documents": output_documents,
@@ -61,6 +63,21 @@ def build_report(pipeline: str, stage_names: Sequence[str], counters: Mapping[st
         "stages": stages,
         "diagnostics": dict(sorted(diagnostics.items())),
     }
+    per_source: Dict[str, Dict[str, int]] = {}
+    for key, value in counters.items():  # source=<name>|<stage>|... (pipeline/beam.py, named inputs)
+        if key.startswith(SOURCE_COUNTER_PREFIX):
+            name, rest = key[len(SOURCE_COUNTER_PREFIX):].split("|", 1)
+            per_source.setdefault(name, {})[rest] = value
+    if per_source:
+        report["sources"] = {}
+        for name in sorted(per_source):
+            sub = build_report(pipeline, stage_names, per_source[name], read_stage)
+            sub.pop("diagnostics", None)
+            report["sources"][name] = sub
+    return report
+
+
+SOURCE_COUNTER_PREFIX = "source="
 
 
 def check_report(report: Mapping[str, Any]) -> None:
@@ -78,6 +95,22 @@ def check_report(report: Mapping[str, Any]) -> None:
         raise AccountingError(
             f"input {report['input_documents']} != output {report['output_documents']} + rejected {rejected}"
         )
+    sources = report.get("sources") or {}
+    for name, sub in sources.items():
+        try:
+            check_report(sub)
+        except AccountingError as e:
+            raise AccountingError(f"source {name}: {e}") from e
+    if sources:
+        for i, s in enumerate(report["stages"]):
+            parts = [sub["stages"][i] for sub in sources.values()]
+            for what in ("in", "kept"):
+                if sum(p[what] for p in parts) != s[what]:
+                    raise AccountingError(f"stage {s['name']}: the sources' '{what}' add up to "
+                                          f"{sum(p[what] for p in parts)}, the total is {s[what]}")
+            for reason, n in s["rejected"].items():
+                if sum(p["rejected"].get(reason, 0) for p in parts) != n:
+                    raise AccountingError(f"stage {s['name']}: the sources' '{reason}' rejections do not add up to {n}")
 
 
 def cross_check_manifest(report: Mapping[str, Any], manifest: Mapping[str, Any]) -> Dict[str, Any]:
