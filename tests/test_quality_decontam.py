@@ -93,6 +93,14 @@ def test_normalization_ignores_case_and_punctuation(index):
     assert dc.find_contamination(shouted, index, hasher).ngrams.get("lambada", 0) > 0
 
 
+def test_spans_point_into_the_original_text_when_lowering_changes_its_length():
+    text = "İstanbul İzmir and then Some Words"  # "İ".lower() is two characters
+    words, spans = dc.normalized_word_spans(text)
+    assert words == dc.normalized_words(text)
+    assert [text[a:b].lower().replace("i̇", "i") for a, b in spans][-3:] == ["then", "some", "words"]
+    assert text[spans[0][0]:spans[1][1]].startswith("İstanbul")
+
+
 def _plant(rng, cc_texts, passage):
     host = rng.choice([t for t in cc_texts if len(t) > 3000])
     cut = host.find(" ", len(host) // 2)

@@ -153,17 +153,18 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 def test_no_super_linear_time_on_hostile_input(name):
-    """Doubling the input at most about doubles the time (a catastrophic pattern would square it)."""
+    """8x the input takes about 8x the time (a quadratic pattern would take 64x; the bound leaves room for a
+    loaded machine)."""
     unit = ADVERSARIAL[name]
 
     def cost(text):
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):
             t = time.perf_counter()
             pii.redact(text, kinds=pii.KINDS)
             best = min(best, time.perf_counter() - t)
         return best
 
-    small, big = cost(unit), cost(unit * 4)
-    assert big < 0.5, f"{name}: {len(unit) * 4:,} characters took {big:.2f}s"
-    assert big < 8 * small + 0.02, f"{name}: 4x the input took {big / max(small, 1e-9):.1f}x the time"
+    small, big = cost(unit), cost(unit * 8)
+    assert big < 1.5, f"{name}: {len(unit) * 8:,} characters took {big:.2f}s"
+    assert big < 24 * small + 0.02, f"{name}: 8x the input took {big / max(small, 1e-9):.1f}x the time"

@@ -9,9 +9,9 @@ the prompt's own text without the harness's template words (``Question: ... Answ
 answer choice: ``question + " " + choice`` for ARC and PIQA, ``context + " " + ending`` for HellaSwag,
 the whole passage for LAMBADA, and each non-empty line of the WikiText-2 test text.
 
-Normalization (documents and passages alike): words are the maximal runs of Unicode letters and
-digits (``[^\\W_]+``, so punctuation, symbols, ``_`` and white space separate words and vanish), each
-lower-cased. An n-gram is ``n`` consecutive such words (default 13, NeMo Curator's and
+Normalization (documents and passages alike): the text is lower-cased, then words are the maximal
+runs of Unicode letters and digits in it (``[^\\W_]+``, so punctuation, symbols, ``_`` and white space
+separate words and vanish). An n-gram is ``n`` consecutive such words (default 13, NeMo Curator's and
 lm-eval-harness's size). A passage with fewer than ``n`` words yields no n-gram and therefore cannot
 be matched: such items are counted per task in ``DecontamIndex.short_passages`` and listed in the
 report, never silently dropped from the count.
@@ -42,7 +42,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 EVAL_DIR_ENV = "WEBREFINERY_EVAL_DIR"
 DEFAULT_TASKS = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "lambada", "wikitext")
 # The splits and files of each task, relative to the eval folder: every split `refinery eval` can score
@@ -181,14 +181,23 @@ def load_eval_items(task: str, data_dir: Optional[str] = None, split: Optional[s
 # ----------------------------------------------------------------------------- normalization and hashing
 
 
-def word_spans(text: str) -> List[Tuple[int, int]]:
-    """(start, end) of every word of ``text`` (runs of letters and digits)."""
-    return [m.span() for m in _WORD.finditer(text)]
-
-
 def normalized_words(text: str) -> List[str]:
-    """The lower-cased words of ``text`` (see module doc)."""
-    return [w.lower() for w in _WORD.findall(text)]
+    """The words of ``text`` after lower-casing (see module doc)."""
+    return _WORD.findall(text.lower())
+
+
+def normalized_word_spans(text: str) -> Tuple[List[str], List[Tuple[int, int]]]:
+    """The words of ``normalized_words(text)`` and their (start, end) in ``text`` itself."""
+    low = text.lower()
+    ms = list(_WORD.finditer(low))
+    words = [m.group() for m in ms]
+    if len(low) == len(text):  # lower() never shrinks a character, so equal length means position for position
+        return words, [m.span() for m in ms]
+    pos: List[int] = []  # lowered position -> original position (a few characters lower to two or three)
+    for i, ch in enumerate(text):
+        pos.extend([i] * len(ch.lower()))
+    pos.append(len(text))
+    return words, [(pos[a], pos[b - 1] + 1) for a, b in (m.span() for m in ms)]
 
 
 def _word_hash(word: str) -> int:
@@ -206,13 +215,13 @@ class WordHasher:
         cache = self.cache
         if len(cache) > self.max_cache:
             cache.clear()
-        out = np.empty(len(words), dtype=np.uint64)
-        for i, w in enumerate(words):
-            h = cache.get(w)
-            if h is None:
-                h = cache[w] = _word_hash(w)
-            out[i] = h
-        return out
+        try:
+            return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
+        except KeyError:
+            for w in words:
+                if w not in cache:
+                    cache[w] = _word_hash(w)
+            return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
 
 
 def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
@@ -380,12 +389,15 @@ def find_contamination(text: str, index: DecontamIndex, hasher: WordHasher, want
     """Which eval n-grams ``text`` contains: matched n-grams per task (an n-gram position counts once for
     each task it belongs to) and, when ``want_spans``, the merged character spans of those n-grams."""
     n = index.n
-    matches = list(_WORD.finditer(text))
-    if len(matches) < n:
+    words = normalized_words(text)
+    if len(words) < n:
         return Contamination({}, [])
-    words = [m.group().lower() for m in matches]
     masks = index.lookup(ngram_hashes(hasher.hashes(words), n))
     hit = np.nonzero(masks)[0]
+    where: List[Tuple[int, int]] = []
+    if want_spans and len(hit):  # positions only for the rare document that matches
+        words_again, where = normalized_word_spans(text)
+        assert words_again == words
     counts: Dict[str, int] = {}
     if len(hit):
         for bit, task in enumerate(index.tasks):
@@ -395,7 +407,7 @@ def find_contamination(text: str, index: DecontamIndex, hasher: WordHasher, want
     spans: List[Tuple[int, int]] = []
     if want_spans:
         for j in hit.tolist():
-            s, e = matches[j].start(), matches[j + n - 1].end()
+            s, e = where[j][0], where[j + n - 1][1]
             if spans and s <= spans[-1][1]:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], e))
             else:

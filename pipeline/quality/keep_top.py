@@ -80,7 +80,7 @@ class QualityKeepTopStage(CollectionStage):
         import pyarrow as pa
 
         return {"quality_score": pa.float32(), "quality_cutoff": pa.float32(),
-                **{col: pa.float32() for col in self.params.extra_models}}
+                **{col: pa.float32() for col in (self.params.extra_models or {})}}
 
     def beam_transform(self):
         return _beam_transform(self.params)
