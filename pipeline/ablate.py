@@ -41,6 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text", default=None, help="held-out text for bits per byte (default: WikiText-2 raw test)")
     parser.add_argument("--data-dir", default=None, help="folder of eval task files (default: ../shared/data/eval)")
     parser.add_argument("--bpb-max-tokens", type=int, default=200_000, help="cap on held-out tokens scored for bits per byte")
+    parser.add_argument("--mixture", action="append", default=[], metavar="NAME=MIXTURE.json",
+                        help="one more arm: the same model trained on a mixture from `refinery mix` (repeatable); "
+                             "compare by bits per byte, which does not depend on the tokenizer")
 
 
 def _train_tokenizer(documents: str, out: str, vocab_size: int, seed: int) -> str:
@@ -128,6 +131,7 @@ def run(args) -> Dict[str, Any]:
     from pipeline.run import run_pipeline
 
     pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    _mixture_arms(args)  # a bad --mixture fails now, not after hours of refining
     out = args.output
     os.makedirs(out, exist_ok=True)
     start = time.time()
@@ -155,6 +159,20 @@ def run(args) -> Dict[str, Any]:
                "splits": _splits(results),
                "final_train_loss": summary.get("final_loss"), "seconds": round(time.time() - t0, 1)}
         table.append(row)
+    from corridor.mixture import read_mixture
+
+    for name, path in _mixture_arms(args):
+        t0 = time.time()
+        print(f"[ablate] training {args.preset} on mixture '{name}' ({path}) for {args.max_steps} steps")
+        mixture = read_mixture(path)
+        summary = _pretrain(path, os.path.join(out, f"mix-{name}", "run"), args)
+        results = _evaluate(os.path.join(out, f"mix-{name}", "run"), path, args)
+        with open(os.path.join(out, f"mix-{name}", "eval.json"), "w") as fh:
+            json.dump(results, fh, indent=1)
+        table.append({"pipeline": f"mix:{name}", "documents": sum(int(s["documents"]) for s in mixture["sources"]),
+                      "train_tokens": int(mixture["total_tokens"]), **_headline(results),
+                      "splits": _splits(results), "final_train_loss": summary.get("final_loss"),
+                      "seconds": round(time.time() - t0, 1)})
     result = {"pipelines": pipelines, "preset": args.preset, "max_steps": args.max_steps, "batch_size": args.batch_size,
               "tokenizer": tokenizer, "table": table, "seconds": round(time.time() - start, 1)}
     with open(os.path.join(out, "ablation.json"), "w") as fh:
@@ -163,6 +181,20 @@ def run(args) -> Dict[str, Any]:
     print(format_table(table))
     print(f"[ablate] wrote {os.path.join(out, 'ablation.json')} and ablation.png")
     return result
+
+
+def _mixture_arms(args) -> List[tuple]:
+    """(name, mixture path) of each --mixture arm, checked before anything is trained."""
+    from corridor import FormatError
+    from corridor.mixture import parse_assignments, read_mixture
+
+    try:
+        arms = list(parse_assignments(getattr(args, "mixture", None) or [], "--mixture").items())
+        for _, path in arms:
+            read_mixture(path)
+    except FormatError as e:
+        raise UserValueError(str(e)) from e
+    return arms
 
 
 def format_table(table: Sequence[Dict[str, Any]]) -> str:

@@ -279,3 +279,18 @@ def test_two_rank_training_on_a_mixture_resumes_bit_identically(sources, tmp_pat
     wa = load_file(str(tmp_path / "a" / "checkpoints" / "step_00000004" / "model.safetensors"))
     wb = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000004" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ablate_checks_its_mixture_arms_before_refining(sources, tmp_path):
+    import argparse
+
+    from pipeline.ablate import _mixture_arms
+    from pipeline.errors import UserError
+
+    out = tmp_path / "mix.json"
+    assert mix(sources, "--epochs", "web=1", "wiki=1", "books=1", "--output", str(out)) == 0
+    assert _mixture_arms(argparse.Namespace(mixture=[f"pile={out}"])) == [("pile", str(out))]
+    with pytest.raises(UserError, match="nowhere.json"):
+        _mixture_arms(argparse.Namespace(mixture=[f"pile={tmp_path / 'nowhere.json'}"]))
+    with pytest.raises(UserError, match="NAME=VALUE"):
+        _mixture_arms(argparse.Namespace(mixture=[str(out)]))
