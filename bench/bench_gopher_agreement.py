@@ -5,9 +5,10 @@ created with ``python -m venv`` and ``pip install 'datatrove==0.10.*' 'spacy>=3.
 is missing: datatrove's English word tokenizer is spaCy's). Nothing of datatrove is imported here: its
 filters run in a child process of that environment and report their decisions as JSON.
 
-Texts: the shared archives news-articles-aeb, web-pages-mixed, cc-main-2020-34-excerpt and
-serp-archive-0000 extracted with our ``extract`` stage (trafilatura), plus the texts of
-``cc/cc-main-2019-30-extracted.jsonl.gz``; English pages only (our ``langid``, en >= 0.65), as in a
+Texts (``--corpus main``): the shared archives news-articles-aeb, web-pages-mixed,
+cc-main-2020-34-excerpt and serp-archive-0000 extracted with our ``extract`` stage (trafilatura), plus
+the texts of ``cc/cc-main-2019-30-extracted.jsonl.gz``; ``--corpus held-out``: serp-archive-0001..3,
+wget-crawl-0000/1, archive-org-2008 and the two CCNet head extracts; English pages only (our ``langid``, en >= 0.65), as in a
 pipeline where the Gopher rules follow language ID. Both sides see exactly the same texts, with the
 paper's thresholds (our defaults; datatrove's defaults are the same values).
 
@@ -15,8 +16,9 @@ Printed: the page decision (kept by both Gopher filters or not) datatrove vs our
 convention, each rule's confusion table (each rule decided on its own, not only the first that
 fails), and the (datatrove reason, our reason) pairs of the pages decided differently.
 
-    .venv/bin/python bench/bench_gopher_agreement.py               # builds the venv and the texts
-    .venv/bin/python bench/bench_gopher_agreement.py --texts T.jsonl --tokens
+    .venv/bin/python bench/bench_gopher_agreement.py --tokens      # builds the venv and the texts
+    .venv/bin/python bench/bench_gopher_agreement.py --corpus held-out --tokens
+    .venv/bin/python bench/bench_gopher_agreement.py --texts T.jsonl   # texts kept by --keep-texts
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 DATATROVE = "datatrove==0.10.*"
 SPACY = "spacy>=3.7,<4"
 EXTRA = ("regex",)  # needed by datatrove's text utilities, not among its base requirements
-ARCHIVES = ("news-articles-aeb", "web-pages-mixed", "cc-main-2020-34-excerpt", "serp-archive-0000")
-CC_TEXTS = ("cc", "cc-main-2019-30-extracted.jsonl.gz")
+# --corpus main: the archives the issue measured on; held-out: other shared archives, never used while
+# writing pipeline/stages/en_words.py (a check that its rules are not fitted to the main corpus).
+CORPORA = {
+    "main": (("news-articles-aeb", "web-pages-mixed", "cc-main-2020-34-excerpt", "serp-archive-0000"),
+             ("cc-main-2019-30-extracted.jsonl.gz",)),
+    "held-out": (("serp-archive-0001", "serp-archive-0002", "serp-archive-0003", "wget-crawl-0000", "wget-crawl-0001",
+                  "archive-org-2008"), ("ccnet-head-en-0091.jsonl.gz", "ccnet-head-en-0174.jsonl.gz")),
+}
 
 # our rule name -> (datatrove filter, datatrove keyword enabling only that rule, our parameter)
 QUALITY_RULES = {
@@ -121,7 +129,7 @@ def ensure_venv(venv: Path) -> Path:
     return python
 
 
-def build_texts(out: Path, work: Path) -> None:
+def build_texts(out: Path, work: Path, corpus: str) -> None:
     """English texts of the shared archives and CC extracts -> JSONL {id, text} (our extract + langid)."""
     from pipeline.cli import main as refinery
     from pipeline.io.shards import iter_rows
@@ -133,7 +141,9 @@ def build_texts(out: Path, work: Path) -> None:
         "    output: {num_shards: 1, rejected_shards: 1, write_rejected: false}\n",
         encoding="utf-8",
     )
-    inputs = [str(require_shared("warc", f"{a}.warc.gz")) for a in ARCHIVES] + [str(require_shared(*CC_TEXTS))]
+    archives, cc_files = CORPORA[corpus]
+    inputs = [str(require_shared("warc", f"{a}.warc.gz")) for a in archives]
+    inputs += [str(require_shared("cc", name)) for name in cc_files]
     run_dir = work / "run"
     if refinery(["run", "texts", "--config", str(config), "--input", *inputs, "--output", str(run_dir), "--no-funnel"]):
         raise SystemExit("refinery run failed")
@@ -222,6 +232,8 @@ def report(dt: list, ours: dict, n: int) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--venv", default="/tmp/dt-venv", type=Path, help="datatrove's virtual environment (made if missing)")
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="main",
+                    help="main: the archives of issue #17; held-out: other shared archives and the CCNet heads")
     ap.add_argument("--texts", type=Path, help="JSONL {id, text} to use instead of extracting the shared archives")
     ap.add_argument("--keep-texts", type=Path, help="write the extracted texts here (reuse with --texts)")
     ap.add_argument("--tokens", action="store_true", help="also compare our datatrove word tokens with spaCy's")
@@ -233,7 +245,7 @@ def main(argv=None) -> int:
         texts_path = args.texts
         if texts_path is None:
             texts_path = args.keep_texts or work / "texts.jsonl"
-            build_texts(texts_path, work)
+            build_texts(texts_path, work, args.corpus)
         records = [json.loads(line) for line in open(texts_path, encoding="utf-8")]
         texts = [r["text"] for r in records]
         cfg_path, dt_out = work / "child.json", work / "datatrove.jsonl"

@@ -6,7 +6,8 @@
   ``"<stage>:<rule>"`` reason, never an ``":error:"`` dead letter.
 - ``normalize`` is idempotent; ``line_corrections`` never adds words and its removed fraction is in [0, 1];
   the Gopher, FineWeb signals that are fractions lie in [0, 1] (Gopher's top n-gram character fraction
-  counts overlapping occurrences, as Gopher and datatrove do, so it lies in [0, n]).
+  counts overlapping occurrences, as Gopher and datatrove do, so it lies in [0, n]), under both Gopher
+  conventions (``paper`` and ``datatrove``), and the datatrove word tokens keep every non-space character.
 - The WARC/ARC/WET reader on arbitrary bytes never raises; on real records (cut from the shared Common Crawl
   excerpt) with random byte flips or truncations it never raises and never yields a page that was not in the
   original: every page it yields has an original record id and, for gzip archives (CRC-checked), the
@@ -34,8 +35,9 @@ from pipeline.io.readers import iter_records
 from pipeline.paths import require_shared
 from pipeline.stages.base import DocumentStage, apply_stage
 from pipeline.stages.fineweb_filters import FineWebFiltersParams, fineweb_signals
-from pipeline.stages.gopher_quality import DEFAULT_STOP_WORDS, quality_signals
-from pipeline.stages.gopher_repetition import DUP_NS, TOP_NS, repetition_signals
+from pipeline.stages.en_words import en_words
+from pipeline.stages.gopher_quality import DEFAULT_STOP_WORDS, quality_signals, quality_signals_datatrove
+from pipeline.stages.gopher_repetition import DUP_NS, TOP_NS, repetition_signals, repetition_signals_datatrove
 from pipeline.stages.line_corrections import LineCorrections, LineCorrectionsParams, correct_lines
 from pipeline.stages.normalize import Normalize
 from pipeline.stages.text_utils import split_words
@@ -215,6 +217,25 @@ def test_gopher_and_fineweb_fractions_lie_in_unit_interval(text):
     p = FineWebFiltersParams()
     for name, value in fineweb_signals(text, tuple(p.terminal_punctuation), p.short_line_length).items():
         assert 0.0 <= value <= 1.0, (name, value)
+
+
+@given(text=hostile_text)
+def test_datatrove_convention_fractions_and_determinism(text):
+    """The same bounds under ``convention: datatrove`` (its top n-gram fraction counts the n-gram's
+    spaces too and divides by the text's length, still at most n), the same values on a second call,
+    and word tokens that keep every non-space character of the text."""
+    rep = repetition_signals_datatrove(text)
+    assert rep == repetition_signals_datatrove(text)
+    for name, value in rep.items():
+        n = next((k for k in TOP_NS if name == f"gopher_top_{k}gram_frac"), None)
+        assert 0.0 <= value <= (n if n is not None else 1.0), (name, value)
+    q = quality_signals_datatrove(text, _STOP)
+    assert q == quality_signals_datatrove(text, _STOP)
+    for name in ("gopher_bullet_lines_frac", "gopher_ellipsis_lines_frac", "gopher_alpha_words_frac"):
+        assert 0.0 <= q[name] <= 1.0, (name, q[name])
+    assert q["gopher_words"] >= 0 and q["gopher_mean_word_length"] >= 0 and q["gopher_symbol_word_ratio"] >= 0
+    assert 0 <= q["gopher_stop_words"] <= len(_STOP)
+    assert "".join(en_words(text)) == "".join(text.split())
 
 
 # ---------------------------------------------------------------------------------------------------

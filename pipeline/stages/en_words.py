@@ -145,9 +145,15 @@ def _special_cases() -> Dict[str, Tuple[str, ...]]:
     out["y'all"] = ("y'", "all")
     out["yall"] = ("y", "all")
     # words that keep their apostrophe
-    for word in ("'em", "'cause", "'nuff", "ma'am", "o'clock", "’em", "’cause", "o’clock", "ma’am"):
-        for form in _cases(word) if word[0].isalpha() else (word, word[0] + word[1].upper() + word[2:]):
-            out[form] = (form,)
+    for ap in ("'", "’"):
+        for word in (f"{ap}em", f"{ap}cause", f"{ap}Cause", f"{ap}nuff", "w/o"):
+            out[word] = (word,)
+        for word in ("ma", "o", "ol", "nothin", "somethin", "doin", "goin", "lovin", "havin"):
+            for form in _cases(word):
+                joined = f"{form}{ap}am" if word == "ma" else f"{form}{ap}clock" if word == "o" else form + ap
+                out[joined] = (joined,)
+    for unit in "CFKcfk":  # "°C." is three tokens even though a period after one capital stays attached
+        out[f"°{unit}."] = ("°", unit, ".")
     for token in ("'s", "'S", "’s", "’S", "'re", "’re", "'ll", "’ll", "'d", "’d", "n't", "n’t", "''", "’’"):
         out[token] = (token,)
     # abbreviations whose final period stays (only those the period rule would otherwise split)
@@ -176,9 +182,10 @@ _MAX_JOIN = 4
 
 
 SPECIAL_CASES = _special_cases()
-# One-token special cases that hold an affix character ("Mr.", "e.g.", ":)", "'em"): spaCy's special-case
-# matcher joins them again when the affix rules cut them apart ("(D-Minn.)," -> "( D - Minn. ) ,").
-JOINABLE = frozenset(k for k, v in SPECIAL_CASES.items() if v == (k,) and not k.isalpha())
+# Special cases that hold an affix character ("Mr.", "e.g.", ":)", "'em", "°C."): spaCy's special-case
+# matcher applies them again when the affix rules cut them apart ("(D-Minn.)," -> "( D - Minn. ) ,")
+# ("°c." wins over "c." in "19.44°c.": the longest special case at a position is taken).
+JOINABLE = frozenset(k for k in SPECIAL_CASES if not k.isalpha())
 
 
 # --- affixes -------------------------------------------------------------------------------
@@ -318,28 +325,33 @@ def tokenize_chunk(chunk: str) -> Tuple[str, ...]:
         if s in SPECIAL_CASES:
             break
     out = prefixes
+    kept = (len(out), len(out))  # tokens of a special case: never joined again
     if s:
         special = SPECIAL_CASES.get(s)
         if special is not None:
             out.extend(special)
+            kept = (kept[0], len(out))
         elif _URL_RE.fullmatch(s):
             out.append(s)
         else:
             split_infixes(s, out)
     out.extend(reversed(suffixes))
     if len(out) > 1:
-        out = _join_specials(out)
+        out = _join_specials(out, kept)
     return tuple(out)
 
 
-def _join_specials(tokens: List[str]) -> List[str]:
-    """Adjacent tokens that together spell a one-token special case become that one token."""
+def _join_specials(tokens: List[str], kept: Tuple[int, int] = (0, 0)) -> List[str]:
+    """Adjacent tokens that together spell a special case become its tokens (except the tokens
+    ``kept[0]:kept[1]``, which a special case produced already)."""
     out: List[str] = []
     i, n = 0, len(tokens)
+    lo, hi = kept
     while i < n:
         for k in range(min(_MAX_JOIN, n - i), 1, -1):
-            if "".join(tokens[i : i + k]) in JOINABLE:
-                out.append("".join(tokens[i : i + k]))
+            joined = "".join(tokens[i : i + k])
+            if (lo == hi or i + k <= lo or i >= hi) and joined in JOINABLE:
+                out.extend(SPECIAL_CASES[joined])
                 i += k
                 break
         else:

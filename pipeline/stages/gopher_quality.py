@@ -1,26 +1,41 @@
-"""Gopher document-wise quality filters (Rae et al. 2021), as used by RefinedWeb's MDR.
+"""Gopher document-wise quality filters (Rae et al. 2021, appendix A.1.1), as used by RefinedWeb's MDR.
 
 Keep a document only when (defaults, all parameters):
 
 - ``min_words`` <= words <= ``max_words`` (50 .. 100,000);
 - mean word length in [``min_mean_word_length``, ``max_mean_word_length``] ([3, 10]);
-- symbol-to-word ratio <= ``max_symbol_word_ratio`` (0.1), symbols being ``#``, ``...`` and ``…``
-  (occurrences in the text, ``....`` counts once);
+- symbol-to-word ratio <= ``max_symbol_word_ratio`` (0.1);
 - at most ``max_bullet_lines_frac`` (0.9) of the lines start with a bullet;
 - at most ``max_ellipsis_lines_frac`` (0.3) of the lines end with an ellipsis (``...`` or ``…``);
 - at least ``min_alpha_words_frac`` (0.8) of the tokens contain an alphabetic character;
-- at least ``min_stop_words`` (2) occurrences of the stop words {the, be, to, of, and, that, have,
-  with} (occurrences, as datatrove and Dolma count them; case-insensitive, edge punctuation ignored).
+- at least ``min_stop_words`` (2) stop words of {the, be, to, of, and, that, have, with}.
 
-Definitions. *Tokens* are ``text_utils.split_words`` (whitespace, character-based for Chinese,
-Japanese, Thai: see that module). *Words* are the tokens that are not made only of punctuation
-(``"-"``, ``"|"``, ``"…"`` are tokens but not words); a word's length excludes leading/trailing
-punctuation. The alphabetic-token fraction is taken over all tokens, so documents made of
-separators and numbers fail it. *Lines* are the non-empty stripped lines. For scripts without
-spaces, tokens are single characters, so the mean word length is ~1 and the English stop-word rule
-cannot pass: these rules are English rules and belong after English language ID, as in RefinedWeb.
+The paper defines each signal in one sentence; ``convention`` chooses how they are read (the README's
+"Gopher signals: two readings" gives the paper's sentences and both readings side by side):
 
-Every signal is recorded as a column (also on rejected documents).
+``convention: paper`` (default). *Tokens* are ``text_utils.split_words`` (whitespace, character-based
+for Chinese, Japanese, Thai: see that module). *Words* are the tokens that are not made only of
+punctuation (``"-"``, ``"|"``, ``"…"`` are tokens but not words); a word's length excludes
+leading/trailing punctuation. Symbols are the occurrences of ``#``, ``...`` and ``…`` in the text
+(``....`` counts once), all three together, over the words. The alphabetic-token fraction is taken
+over all tokens, so documents made of separators and numbers fail it. *Lines* are the non-empty
+stripped lines; bullets are ``BULLETS`` (22 marks). Stop words are counted as occurrences
+(case-insensitive, edge punctuation ignored), as Dolma counts them. For scripts without spaces,
+tokens are single characters, so the mean word length is ~1 and the English stop-word rule cannot
+pass: these rules are English rules and belong after English language ID, as in RefinedWeb.
+
+``convention: datatrove`` (datatrove 0.10's ``GopherQualityFilter``, which FineWeb used). Tokens
+are ``en_words`` (spaCy's English tokenizer, reproduced: punctuation marks are tokens of their own,
+``don't`` is ``do n't``); words are the tokens with a character outside ``DATATROVE_PUNCTUATION``,
+their full length counts. The symbol ratio is the larger of ``#`` and ``...``/``…`` counts ("for
+either the hash symbol or the ellipsis") over *all* tokens, punctuation included; so is the
+alphabetic fraction. Lines are ``str.splitlines()`` (empty lines count in the denominator),
+bullets only ``•`` and ``-`` after leading white space. Stop words: how many *distinct* stop words
+occur as exact, case-sensitive tokens ("at least two of the following words"; ``The`` is not
+``the``). A text without words has a mean word length of 0 here (datatrove: NaN, which passes the
+length rules; either way ``min_words`` rejects it first).
+
+Every signal is recorded as a column (also on rejected documents), in the convention's reading.
 """
 
 from __future__ import annotations

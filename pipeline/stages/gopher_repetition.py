@@ -1,7 +1,10 @@
 """Gopher repetition removal (Rae et al. 2021, Table A1), as used by RefinedWeb's MDR.
 
-A document is removed when it repeats itself too much. Signals (all recorded as columns, also on
-rejected documents, so thresholds can be changed later without re-running):
+A document is removed when a signal is above its threshold (Table A1: 0.30, 0.30, 0.20, 0.20 for
+lines/paragraphs; 0.20, 0.18, 0.16 for top 2/3/4-grams; 0.15 .. 0.10 for duplicated 5..10-grams).
+``convention`` chooses how the paper's one-sentence definitions are read (README: "Gopher signals:
+two readings"). Signals (all recorded as columns, also on rejected documents, so thresholds can be
+changed later without re-running), ``convention: paper`` (default):
 
 - ``gopher_dup_line_frac``: duplicated lines / lines. A *duplicated* line is an occurrence of a line
   that already appeared earlier (the first occurrence is not a duplicate: it is what would remain
@@ -22,6 +25,18 @@ rejected documents, so thresholds can be changed later without re-running):
 "Characters of words" means the sum of word lengths (whitespace excluded), so numerator and
 denominator count the same things; words come from ``text_utils.split_words`` (character-based for
 Chinese/Japanese/Thai).
+
+``convention: datatrove`` (datatrove 0.10's ``GopherRepetitionFilter``, which FineWeb used):
+paragraphs are the text (stripped) split on runs of 2+ newlines, lines the text split on runs of
+newlines, neither stripped (``" ab"`` and ``"ab"`` differ); line/paragraph fractions count repeats
+only, as above, and their characters are divided by the text's length. Words are ``en_words``
+(punctuation marks are words). Top n-gram: the most frequent n-gram (the earliest of equally
+frequent ones), counted even when it occurs once, its length *with* the spaces between its words
+times its count, over the text's length (so "a a a a a" gives 4 x 3 / 9 > 1). Duplicated n-grams:
+the n-grams are scanned left to right; one seen before adds its characters (words joined without
+spaces) and the scan jumps n words, any other is remembered and the scan moves one word; over the
+text's length. First occurrences never count, and a repeat overlapping the previous hit is skipped.
+datatrove checks paragraphs before lines, so the rule named in a rejection follows its order.
 
 Speed: words are mapped to integer ids once; n-gram ids for n = 2..10 are built incrementally as
 64-bit polynomial hashes over the id array with numpy (uint64 arithmetic wraps). For each n only
