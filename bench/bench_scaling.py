@@ -344,6 +344,7 @@ def paper_share_entering(stage_names: Sequence[str]) -> Dict[str, float]:
 
 
 def shuffle_group(label: str, stage_names: Sequence[str]) -> str:
+    label = label[len("Refine/"):] if label.startswith("Refine/") else label  # pipeline.beam.GRAPH_LABEL
     head = label.split("/", 1)[0]
     for name in stage_names:
         if head == name or head.startswith(name + ":"):

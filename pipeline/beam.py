@@ -1,8 +1,11 @@
 """Builds and runs the Beam graph of a pipeline spec: read -> stages -> Arrow shards, fully accounted.
 
+``RefineGraph`` (a composite PTransform, ``p | RefineGraph(stages, inputs, out_dir, output_spec, run_info)``)
+is the graph; ``run`` applies it on the runner ``pipeline.runtime`` chooses and returns the counters.
 Shape of the graph:
 
-    paths -> [Reshuffle] -> ReadFile (records; read rejections) -> Reshuffle
+    paths -> [Reshuffle] -> ReadFile (records; read rejections) -> [Reshuffle after the stage that
+          declares shrinks_documents, e.g. extract]
           -> ApplyStages(run of consecutive document stages, one fused DoFn)
           -> CollectionStage (dedup: its own transform) -> ApplyStages(...) -> ...
           -> kept: WriteArrowShards(documents/)    rejected (doc, reason): WriteArrowShards(rejected/)
@@ -19,18 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from pipeline import runtime
 from pipeline.document import Document, build_schema, doc_key
 from pipeline.io import fs
 from pipeline.io import shards as shard_io
 from pipeline.stages.base import CollectionStage, DocumentStage, Stage, apply_stage
-from pipeline.errors import UserError
 
 log = logging.getLogger("webrefinery")
 
@@ -39,8 +40,7 @@ READ_STAGE = "read"
 REJECTED_TAG = "rejected"
 
 
-class RunnerOptionError(UserError, ValueError):
-    """A Beam option that this project refuses (with the reason)."""
+RunnerOptionError = runtime.RunnerOptionError  # kept importable from here
 
 
 def counter_name(stage: str, what: str) -> str:
@@ -227,127 +227,143 @@ def schemas_for(stages: Sequence[Stage]):
     return build_schema(columns), build_schema(columns, rejected=True)
 
 
-def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
-                limit: Optional[int] = None, read_params: Any = None, spread: bool = True):
-    """Add the whole pipeline to Beam pipeline ``p``; ``run_info`` goes into manifest.json.
+def spread_point(stages: Sequence[Stage]) -> Optional[Stage]:
+    """The first document stage that declares ``shrinks_documents`` (its output is much smaller than its input,
+    e.g. extraction: a page's text is ~30x smaller than its HTML): documents are spread over workers after it."""
+    return next((s for s in stages if s.kind == "document" and getattr(s, "shrinks_documents", False)), None)
 
-    ``spread`` inserts Reshuffles after listing files (files spread over workers) and after extraction (the
-    documents of one huge file spread over all workers for the remaining stages; shuffling after extraction
-    moves ~30x fewer bytes than shuffling HTML). A single in-process worker gains nothing from it and pays
-    the serialization, so ``run`` turns it off there; outputs are identical either way.
-    """
-    if limit is not None:
-        read = p | "Inputs" >> beam.Create([list(inputs)]) | "Read" >> beam.ParDo(ReadFileDoFn(limit, read_params)).with_outputs(REJECTED_TAG, main="docs")
-    else:
-        files = p | "Inputs" >> beam.Create(list(inputs))
-        if spread:
-            files = files | "SpreadFiles" >> beam.Reshuffle()
-        read = files | "Read" >> beam.ParDo(ReadFileDoFn(None, read_params)).with_outputs(REJECTED_TAG, main="docs")
-    docs = read.docs
-    rejected = [read[REJECTED_TAG]]
-    # Spread documents over workers after extraction (a page's text is ~30x smaller than its HTML), or right
-    # after reading when the pipeline has no extraction stage.
-    names = [s.name for s in stages]
-    spread_after = "extract" if "extract" in names else None
-    if spread and spread_after is None:
-        docs = docs | "SpreadDocs" >> beam.Reshuffle()
 
-    run: List[DocumentStage] = []
-    group = 0
+class _Step(NamedTuple):
+    stages: Tuple[Stage, ...]  # consecutive document stages (fused into one DoFn), or one collection stage
+    collection: bool = False
+    spread_after: bool = False  # Reshuffle the kept documents after this step
 
-    def flush(docs):
-        nonlocal group, run
-        if not run:
-            return docs
-        group += 1
-        label = "Stages[" + ",".join(s.name for s in run) + "]"
-        docs, rej = apply_document_stages(docs, run, label=label)
-        rejected.append(rej)
-        run = []
-        return docs
 
+def plan_steps(stages: Sequence[Stage], spread: bool) -> List[_Step]:
+    """The graph's steps in order: runs of document stages cut at collection stages and at the spread point."""
+    point = spread_point(stages) if spread else None
+    steps: List[_Step] = []
+    pending: List[Stage] = []
     for stage in stages:
         if isinstance(stage, CollectionStage):
-            docs = flush(docs)
-            docs, rej = apply_collection_stage(docs, stage)
-            rejected.append(rej)
+            if pending:
+                steps.append(_Step(tuple(pending)))
+                pending = []
+            steps.append(_Step((stage,), collection=True))
         else:
-            run.append(stage)
-            if spread and stage.name == spread_after:
-                docs = flush(docs) | "SpreadDocs" >> beam.Reshuffle()
-    docs = flush(docs)
-
-    schema, rejected_schema = schemas_for(stages)
-    comp = None if output_spec.compression == "none" else output_spec.compression
-    kept_entries = docs | "WriteDocuments" >> WriteArrowShards(fs.join(out_dir, "documents"), schema, output_spec.num_shards, compression=comp)
-    outputs = {"documents": kept_entries}
-    if output_spec.write_rejected:
-        all_rejected = tuple(rejected) | "FlattenRejected" >> beam.Flatten() | "AddReason" >> beam.Map(_with_reason)
-        outputs["rejected"] = all_rejected | "WriteRejected" >> WriteArrowShards(fs.join(out_dir, "rejected"), rejected_schema, output_spec.rejected_shards, compression=comp)
-    else:
-        tuple(rejected) | "FlattenRejected" >> beam.Flatten() | "DropRejected" >> beam.Filter(lambda _: False)
-
-    names = list(outputs)
-    manifest_in = [outputs[k] | f"Tag[{k}]" >> beam.Map(lambda es, k=k: (k, es)) for k in names]
-    (
-        manifest_in
-        | "FlattenManifest" >> beam.Flatten()
-        | "CollectManifest" >> beam.combiners.ToList()
-        | "WriteManifest" >> beam.Map(lambda kv: _finalize_manifest(dict(kv), out_dir, run_info))
-    )
-    return outputs
+            pending.append(stage)
+            if stage is point:
+                steps.append(_Step(tuple(pending), spread_after=True))
+                pending = []
+    if pending:
+        steps.append(_Step(tuple(pending)))
+    return steps
 
 
-def make_options(beam_args: Sequence[str] = ()) -> PipelineOptions:
-    """Pipeline options from Beam command-line flags, refusing known-bad settings."""
-    options = PipelineOptions(list(beam_args))
-    direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_threading":  # refused: it loses records at GroupByKey
-        raise RunnerOptionError(
-            "--direct_running_mode=multi_threading is refused: it was measured to lose records at GroupByKey "
-            "and to blow up memory. Use --direct_running_mode=multi_processing --direct_num_workers=N for more cores."
+class RefineGraph(beam.PTransform):
+    """The whole pipeline as one composite transform, applied to a Pipeline: ``p | RefineGraph(...)``.
+
+    ``run_info`` goes into manifest.json. Expands to a dict of PCollections of manifest entries
+    (``documents`` and, when rejected rows are written, ``rejected``).
+
+    ``spread`` inserts Reshuffles after listing files (files spread over workers) and after the stage that
+    declares ``shrinks_documents`` (the documents of one huge file spread over all workers for the remaining
+    stages; shuffling after extraction moves ~30x fewer bytes than shuffling HTML), or right after reading
+    when no stage declares it. A single in-process worker gains nothing from it and pays the serialization,
+    so ``run`` turns it off there; outputs are identical either way.
+    """
+
+    def __init__(self, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
+                 *, limit: Optional[int] = None, read_params: Any = None, spread: bool = True):
+        super().__init__()
+        self.stages, self.inputs, self.out_dir = list(stages), list(inputs), out_dir
+        self.output_spec, self.run_info = output_spec, run_info
+        self.limit, self.read_params, self.spread = limit, read_params, spread
+
+    def expand(self, pbegin):
+        docs, rejected = self._read(pbegin)
+        steps = plan_steps(self.stages, self.spread)
+        if self.spread and not any(step.spread_after for step in steps):
+            docs = docs | "SpreadDocs" >> beam.Reshuffle()
+        rejected = [rejected]
+        for step in steps:
+            if step.collection:
+                docs, rej = apply_collection_stage(docs, step.stages[0])
+            else:
+                docs, rej = apply_document_stages(docs, step.stages, label="Stages[" + ",".join(s.name for s in step.stages) + "]")
+            rejected.append(rej)
+            if step.spread_after:
+                docs = docs | "SpreadDocs" >> beam.Reshuffle()
+        outputs = self._write(docs, rejected)
+        self._write_manifest(outputs)
+        return outputs
+
+    def _read(self, pbegin):
+        """PBegin -> (documents, read rejections); with --limit one DoFn reads the inputs in order."""
+        if self.limit is not None:
+            files = pbegin | "Inputs" >> beam.Create([self.inputs])
+        else:
+            files = pbegin | "Inputs" >> beam.Create(self.inputs)
+            if self.spread:
+                files = files | "SpreadFiles" >> beam.Reshuffle()
+        read = files | "Read" >> beam.ParDo(ReadFileDoFn(self.limit, self.read_params)).with_outputs(REJECTED_TAG, main="docs")
+        return read.docs, read[REJECTED_TAG]
+
+    def _write(self, docs, rejected: List[Any]) -> Dict[str, Any]:
+        """Kept documents and (when configured) rejected rows as Arrow shards; {kind: manifest entries}."""
+        spec = self.output_spec
+        schema, rejected_schema = schemas_for(self.stages)
+        comp = None if spec.compression == "none" else spec.compression
+        outputs = {"documents": docs | "WriteDocuments" >> WriteArrowShards(fs.join(self.out_dir, "documents"), schema, spec.num_shards, compression=comp)}
+        flat = tuple(rejected) | "FlattenRejected" >> beam.Flatten()
+        if spec.write_rejected:
+            outputs["rejected"] = (flat | "AddReason" >> beam.Map(_with_reason)
+                                   | "WriteRejected" >> WriteArrowShards(fs.join(self.out_dir, "rejected"), rejected_schema, spec.rejected_shards, compression=comp))
+        else:
+            flat | "DropRejected" >> beam.Filter(lambda _: False)
+        return outputs
+
+    def _write_manifest(self, outputs: Dict[str, Any]) -> None:
+        out_dir, run_info = self.out_dir, self.run_info
+        tagged = [entries | f"Tag[{kind}]" >> beam.Map(lambda es, kind=kind: (kind, es)) for kind, entries in outputs.items()]
+        (
+            tagged
+            | "FlattenManifest" >> beam.Flatten()
+            | "CollectManifest" >> beam.combiners.ToList()
+            | "WriteManifest" >> beam.Map(lambda kv: _finalize_manifest(dict(kv), out_dir, run_info))
         )
-    return options
 
 
-def make_runner(options: PipelineOptions):
-    """The embedded default is Beam's in-process FnApiRunner (plain DirectRunner tries to download Prism)."""
-    runner = options.view_as(StandardOptions).runner
-    if runner in (None, "", "FnApiRunner", "InProcess"):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-        return FnApiRunner()
-    return runner
+GRAPH_LABEL = "Refine"
 
 
-def query_counters(result, namespace: str = NAMESPACE) -> Dict[str, int]:
-    """Counters of a finished pipeline in ``namespace`` (default: the accounting counters) as {name: value}."""
-    counters: Dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
-        try:
-            value = c.committed
-        except Exception:  # some runners support only attempted metrics
-            value = None
-        if value is None:
-            value = c.attempted
-        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
-    return counters
+def build_graph(p, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
+                limit: Optional[int] = None, read_params: Any = None, spread: bool = True):
+    """``p | RefineGraph(...)`` under the label ``Refine`` (the call shape the tests and benchmarks use)."""
+    return p | GRAPH_LABEL >> RefineGraph(stages, inputs, out_dir, output_spec, run_info,
+                                          limit=limit, read_params=read_params, spread=spread)
 
+
+# The option, runner and counter helpers live in pipeline.runtime (one place for run, dedup and tokenize).
+make_options = runtime.make_options
+make_runner = runtime.make_runner
 
 DIAGNOSTIC_NAMESPACES = ("webrefinery.dedup",)
 
 
+def query_counters(result, namespace: str = NAMESPACE) -> Dict[str, int]:
+    """Counters of a finished pipeline in ``namespace`` (default: the accounting counters) as {name: value}."""
+    return runtime.query_counters(result, namespace)
+
+
 def run(stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
         limit: Optional[int] = None, beam_args: Sequence[str] = (), read_params: Any = None) -> Dict[str, int]:
-    """Build and run the graph; block until done; return the counters."""
-    options = make_options(beam_args)
-    runner = make_runner(options)
-    p = beam.Pipeline(runner=runner, options=options)
-    direct = options.view_as(DirectOptions)
-    single_in_process = not isinstance(runner, str) and direct.direct_num_workers == 1
-    build_graph(p, stages, inputs, out_dir, output_spec, run_info, limit, read_params, spread=not single_in_process)
-    result = p.run()
-    result.wait_until_finish()
+    """Build and run the graph; block until done; return the counters (accounting, then diagnostics)."""
+    options = runtime.make_options(beam_args)
+    p = runtime.new_pipeline(options=options)
+    p | GRAPH_LABEL >> RefineGraph(stages, inputs, out_dir, output_spec, run_info, limit=limit, read_params=read_params,
+                                   spread=not runtime.single_worker(options))
+    result = runtime.run_to_completion(p)
     counters = query_counters(result)
     for ns in DIAGNOSTIC_NAMESPACES:  # stage diagnostics (e.g. connected-component rounds), not accounting
         for name, value in query_counters(result, ns).items():

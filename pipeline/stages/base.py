@@ -230,6 +230,9 @@ class Stage:
     Params: ClassVar[type] = NoParams
     columns: ClassVar[Dict[str, pa.DataType]] = {}
     kind: ClassVar[str] = "document"
+    # True when the stage's output is much smaller than its input (extraction: text vs HTML): on remote
+    # runners the graph spreads documents over workers right after it, where a shuffle is cheapest.
+    shrinks_documents: ClassVar[bool] = False
     # declarations (module docstring); empty for stages with a hand-written Params/columns
     rules: ClassVar[Tuple[Rule, ...]] = ()
     parameters: ClassVar[Tuple[Param, ...]] = ()

@@ -221,6 +221,8 @@ class ExtractStage(DocumentStage):
                 f"stage '{STAGE}': 'extractor' = {params.extractor!r} is unknown; choose one of {sorted(EXTRACTORS)}"
             )
 
+    shrinks_documents = True  # a page's text is ~30x smaller than its HTML: spread documents after extraction
+
     def setup(self) -> None:
         self.params.validate()
         self._extract = EXTRACTORS[self.params.extractor]

@@ -15,6 +15,7 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
+from pipeline.runtime import workers_args
 from pipeline.tokenize import EOT_TOKEN, UsageError
 from pipeline.tokenize.encode import TokenizeParams, count_documents, run_tokenize_pipeline
 from pipeline.tokenize.train import TrainTokenizerParams, train_tokenizer
@@ -37,8 +38,7 @@ def beam_args_from(args: argparse.Namespace) -> List[str]:
     workers = getattr(args, "workers", 1) or 1
     if workers < 1:
         raise UsageError(f"--workers {workers} must be >= 1")
-    if workers > 1:
-        out += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    out += workers_args(workers)  # the embedded runner's processes (pipeline.runtime)
     out += list(getattr(args, "beam_option", None) or [])
     out += list(getattr(args, "beam_args", None) or [])
     return out

@@ -1,9 +1,9 @@
-"""Beam runner set-up and progress bars for the tokenizer commands.
+"""Beam pipelines and progress bars for the tokenizer commands (the runner set-up is ``pipeline.runtime``'s).
 
 Without ``--runner`` in the Beam arguments, pipelines run on Beam's in-process ``FnApiRunner`` (never the
 Prism-downloading DirectRunner, never ``multi_threading`` mode). Extra Beam options pass through
 unchanged, e.g. ``--direct_num_workers=2 --direct_running_mode=multi_processing`` or
-``--runner=DataflowRunner --project=...``.
+``--runner=DataflowRunner --project=...``. A refused option raises ``UsageError`` (the tokenizer's user error).
 """
 
 from __future__ import annotations
@@ -11,37 +11,28 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import runtime
 from pipeline.tokenize import UsageError
 
 
 def pipeline_options(beam_args: Sequence[str] | None) -> PipelineOptions:
     """PipelineOptions from raw Beam arguments; refuses the mode known to drop records here."""
-    options = PipelineOptions(list(beam_args or []))
-    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":  # refused: it loses records
-        raise UsageError("--direct_running_mode=multi_threading is not supported (it drops records at "
-                         "GroupByKey); use in_memory or multi_processing")
-    return options
+    try:
+        return runtime.make_options(beam_args)
+    except runtime.RunnerOptionError as e:
+        raise UsageError(str(e)) from e
 
 
 def make_pipeline(beam_args: Sequence[str] | None = None) -> beam.Pipeline:
     """A Beam pipeline: FnApiRunner in-process unless the arguments name a runner."""
-    options = pipeline_options(beam_args)
-    if options.view_as(StandardOptions).runner:
-        return beam.Pipeline(options=options)
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    return beam.Pipeline(runner=FnApiRunner(), options=options)
+    return runtime.new_pipeline(options=pipeline_options(beam_args))
 
 
 def runs_in_this_process(beam_args: Sequence[str] | None) -> bool:
     """True when DoFns run inside this process (then a progress bar drawn by a DoFn is visible)."""
-    options = pipeline_options(beam_args)
-    if options.view_as(StandardOptions).runner:
-        return False
-    direct = options.view_as(DirectOptions)
-    return (direct.direct_running_mode or "in_memory") == "in_memory" and (direct.direct_num_workers or 1) <= 1
+    return runtime.runs_in_this_process(pipeline_options(beam_args))
 
 
 class DoFnProgress:
