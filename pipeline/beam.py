@@ -13,7 +13,9 @@ Shape of the graph:
 
 Accounting: every stage counts ``in``, ``kept`` and each rejection reason with Beam metrics
 (namespace ``webrefinery``, counter ``<stage>|in`` / ``<stage>|kept`` / ``<stage>|rejected|<reason>``). An
-exception inside a document stage becomes the dead letter ``<stage>:error:<Type>``. The driver turns the
+exception inside a document stage becomes the dead letter ``<stage>:error:<Type>``. With named
+inputs (``--input NAME=PATHS``) every document carries ``source_name`` and each counter exists per source as
+well (``source=<name>|<stage>|in`` ...), so report.py can show, and check, the funnel of every source. The driver turns the
 counters into report.json and cross-checks them against the rows actually written (double entry).
 """
 
@@ -47,20 +49,42 @@ def counter_name(stage: str, what: str) -> str:
     return f"{stage}|{what}"
 
 
+SOURCE_FIELD = "source_name"  # set on every document of a run with named inputs (--input NAME=PATHS)
+SOURCE_COUNTER_PREFIX = "source="  # per-source counters: source=<name>|<stage>|in, ... (report.py reads them)
+
+
 class _Counters:
-    """Lazily created Beam counters for one stage (in, kept, rejected|<reason>)."""
+    """Lazily created Beam counters for one stage (in, kept, rejected|<reason>); ``for_doc`` adds the same
+    counters per source for documents that carry a ``source_name``."""
 
     def __init__(self, stage: str):
         self.stage = stage
         self.inc_in = Metrics.counter(NAMESPACE, counter_name(stage, "in"))
         self.inc_kept = Metrics.counter(NAMESPACE, counter_name(stage, "kept"))
         self._rejected: Dict[str, Any] = {}
+        self._per_source: Dict[str, "_Counters"] = {}
 
     def rejected(self, reason: str):
         c = self._rejected.get(reason)
         if c is None:
             c = self._rejected[reason] = Metrics.counter(NAMESPACE, counter_name(self.stage, "rejected|" + reason))
         return c
+
+    def for_doc(self, doc: Any) -> Optional["_Counters"]:
+        """The per-source counters of ``doc``'s source (None when the run has no named sources)."""
+        name = doc.get(SOURCE_FIELD) if isinstance(doc, dict) else None
+        if name is None:
+            return None
+        c = self._per_source.get(name)
+        if c is None:
+            c = self._per_source[name] = _Counters(f"{SOURCE_COUNTER_PREFIX}{name}|{self.stage}")
+        return c
+
+    def count(self, doc: Any, what: str, reason: str = "") -> None:
+        """Count ``doc`` as in / kept / rejected (with ``reason``), in total and for its source."""
+        for c in (self, self.for_doc(doc)):
+            if c is not None:
+                (c.inc_in if what == "in" else c.inc_kept if what == "kept" else c.rejected(reason)).inc()
 
 
 def _strip_transport(doc: Document) -> Document:
@@ -71,9 +95,10 @@ def _strip_transport(doc: Document) -> Document:
 class ReadFileDoFn(beam.DoFn):
     """One input path (or a list read in order, for --limit) -> Documents; read rejections tagged."""
 
-    def __init__(self, limit: Optional[int] = None, read_params: Any = None):
+    def __init__(self, limit: Optional[int] = None, read_params: Any = None, sources: Optional[Dict[str, str]] = None):
         self.limit = limit
         self.read_params = read_params
+        self.sources = sources  # input path -> source name (named inputs), or None
 
     def setup(self):
         self.counters = _Counters(READ_STAGE)
@@ -95,12 +120,14 @@ class ReadFileDoFn(beam.DoFn):
                     n_file += 1
                     if bar is not None:
                         bar.update(1)
-                    self.counters.inc_in.inc()
+                    if self.sources is not None:
+                        doc[SOURCE_FIELD] = self.sources[path]
+                    self.counters.count(doc, "in")
                     if why:
-                        self.counters.rejected(why).inc()
+                        self.counters.count(doc, "rejected", why)
                         yield beam.pvalue.TaggedOutput(REJECTED_TAG, (_strip_transport(doc), why))
                     else:
-                        self.counters.inc_kept.inc()
+                        self.counters.count(doc, "kept")
                         yield doc
             finally:
                 if bar is not None:
@@ -136,13 +163,13 @@ class ApplyStagesDoFn(beam.DoFn):
 
     def process(self, doc: Document):
         for stage, counters in zip(self.stages, self.counters):
-            counters.inc_in.inc()
+            counters.count(doc, "in")
             doc, why = apply_stage(stage, doc)
             if why:
-                counters.rejected(why).inc()
+                counters.count(doc, "rejected", why)
                 yield beam.pvalue.TaggedOutput(REJECTED_TAG, (_strip_transport(doc), why))
                 return
-            counters.inc_kept.inc()
+            counters.count(doc, "kept")
         yield doc
 
 
@@ -160,12 +187,10 @@ class _CountDoFn(beam.DoFn):
         self.counters = _Counters(self.stage)
 
     def process(self, element):
-        if self.what == "in":
-            self.counters.inc_in.inc()
-        elif self.what == "kept":
-            self.counters.inc_kept.inc()
+        if self.what == "rejected":
+            self.counters.count(element[0], "rejected", element[1])
         else:
-            self.counters.rejected(element[1]).inc()
+            self.counters.count(element, self.what)
         yield element
 
 
@@ -220,8 +245,11 @@ def _finalize_manifest(outputs: Dict[str, List[Dict[str, Any]]], out_dir: str, r
     shard_io.write_json_atomically(manifest, fs.join(out_dir, "manifest.json"))
 
 
-def schemas_for(stages: Sequence[Stage]):
-    columns: Dict[str, Any] = {}
+def schemas_for(stages: Sequence[Stage], named_sources: bool = False):
+    """(documents schema, rejected schema); ``source_name`` follows the core columns when inputs are named."""
+    import pyarrow as pa
+
+    columns: Dict[str, Any] = {SOURCE_FIELD: pa.string()} if named_sources else {}
     for stage in stages:
         columns.update(stage.output_columns())
     return build_schema(columns), build_schema(columns, rejected=True)
@@ -274,11 +302,13 @@ class RefineGraph(beam.PTransform):
     """
 
     def __init__(self, stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
-                 *, limit: Optional[int] = None, read_params: Any = None, spread: bool = True):
+                 *, limit: Optional[int] = None, read_params: Any = None, spread: bool = True,
+                 sources: Optional[Dict[str, str]] = None):
         super().__init__()
         self.stages, self.inputs, self.out_dir = list(stages), list(inputs), out_dir
         self.output_spec, self.run_info = output_spec, run_info
         self.limit, self.read_params, self.spread = limit, read_params, spread
+        self.sources = dict(sources) if sources else None  # input path -> source name
 
     def expand(self, pbegin):
         docs, rejected = self._read(pbegin)
@@ -306,13 +336,13 @@ class RefineGraph(beam.PTransform):
             files = pbegin | "Inputs" >> beam.Create(self.inputs)
             if self.spread:
                 files = files | "SpreadFiles" >> beam.Reshuffle()
-        read = files | "Read" >> beam.ParDo(ReadFileDoFn(self.limit, self.read_params)).with_outputs(REJECTED_TAG, main="docs")
+        read = files | "Read" >> beam.ParDo(ReadFileDoFn(self.limit, self.read_params, self.sources)).with_outputs(REJECTED_TAG, main="docs")
         return read.docs, read[REJECTED_TAG]
 
     def _write(self, docs, rejected: List[Any]) -> Dict[str, Any]:
         """Kept documents and (when configured) rejected rows as Arrow shards; {kind: manifest entries}."""
         spec = self.output_spec
-        schema, rejected_schema = schemas_for(self.stages)
+        schema, rejected_schema = schemas_for(self.stages, named_sources=self.sources is not None)
         comp = None if spec.compression == "none" else spec.compression
         outputs = {"documents": docs | "WriteDocuments" >> WriteArrowShards(fs.join(self.out_dir, "documents"), schema, spec.num_shards, compression=comp)}
         flat = tuple(rejected) | "FlattenRejected" >> beam.Flatten()
@@ -357,12 +387,13 @@ def query_counters(result, namespace: str = NAMESPACE) -> Dict[str, int]:
 
 
 def run(stages: Sequence[Stage], inputs: Sequence[str], out_dir: str, output_spec, run_info: Dict[str, Any],
-        limit: Optional[int] = None, beam_args: Sequence[str] = (), read_params: Any = None) -> Dict[str, int]:
+        limit: Optional[int] = None, beam_args: Sequence[str] = (), read_params: Any = None,
+        sources: Optional[Dict[str, str]] = None) -> Dict[str, int]:
     """Build and run the graph; block until done; return the counters (accounting, then diagnostics)."""
     options = runtime.make_options(beam_args)
     p = runtime.new_pipeline(options=options)
     p | GRAPH_LABEL >> RefineGraph(stages, inputs, out_dir, output_spec, run_info, limit=limit, read_params=read_params,
-                                   spread=not runtime.single_worker(options))
+                                   spread=not runtime.single_worker(options), sources=sources)
     result = runtime.run_to_completion(p)
     counters = query_counters(result)
     for ns in DIAGNOSTIC_NAMESPACES:  # stage diagnostics (e.g. connected-component rounds), not accounting
