@@ -82,6 +82,10 @@ def workers_beam_args(workers: Optional[int], beam_args: Sequence[str]) -> List[
 
 
 def _cmd_run(args, beam_args: Sequence[str]) -> int:
+    from pipeline.beam_import import import_beam_for_local_run
+
+    # a local run on the embedded runner does not load Beam's cloud connectors (start-up: bench_startup.py)
+    import_beam_for_local_run([*(args.input or []), args.output], beam_args)
     from pipeline.report import summary_text
     from pipeline.run import COMMON_CRAWL_DEFAULT, DEFAULT_REMOTE_LIMIT, run_pipeline
 

@@ -31,9 +31,13 @@ characters whose Unicode category changed between Unicode versions.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
+import tempfile
 import threading
 import unicodedata
+import zipfile
 from typing import List, Tuple
 
 import numba
@@ -82,13 +86,51 @@ def _build_tables() -> Tuple[np.ndarray, np.ndarray]:
     return table, lower
 
 
+def _cache_path() -> str:
+    """Where the built tables are kept between runs (``$WEBREFINERY_CACHE``, else ``~/.cache/webrefinery``):
+    the name holds the Unicode version and a digest of this module, so a change of either builds anew."""
+    base = os.environ.get("WEBREFINERY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "webrefinery")
+    with open(__file__, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()[:16]
+    return os.path.join(base, f"dedup-normalize-{unicodedata.unidata_version}-{sys.maxunicode}-{digest}.npz")
+
+
+def _load_or_build() -> Tuple[np.ndarray, np.ndarray]:
+    """The tables from the cache file when it holds them whole, else built (~0.5 s) and saved there."""
+    path = _cache_path()
+    size = sys.maxunicode + 1
+    try:
+        with np.load(path) as saved:
+            table, lower = saved["table"], saved["lower"]
+        if table.shape == lower.shape == (size,) and table.dtype == np.uint8 and lower.dtype == np.uint32:
+            return table, lower
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # missing or damaged: build
+    table, lower = _build_tables()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, table=table, lower=lower)
+            os.replace(tmp, path)  # whole or not at all, also with several processes at once
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # no writable cache folder: build in every process, as before
+    return table, lower
+
+
 def tables() -> Tuple[np.ndarray, np.ndarray]:
-    """(class of each code point, lower-case of each code point), built once per process (~0.5 s)."""
+    """(class of each code point, lower-case of each code point), once per process: from the cache file,
+    or built (~0.5 s) and saved for the next run."""
     global _TABLES
     if _TABLES is None:
         with _TABLE_LOCK:
             if _TABLES is None:
-                _TABLES = _build_tables()
+                _TABLES = _load_or_build()
     return _TABLES
 
 

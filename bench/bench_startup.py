@@ -1,0 +1,183 @@
+"""Start-up of a `refinery run`: where the fixed cost of a one-record run goes, and the one-record run
+before/after a change.
+
+Every piece runs in a fresh interpreter (``python -c``), several rounds; the table shows medians of the
+child's wall time and CPU time (user + sys, from ``os.wait4``: on a shared, loaded machine the CPU time
+is the steadier figure). Pieces:
+
+- the interpreter alone, ``import apache_beam``, the run's own modules (``pipeline.run``), the libraries
+  the stages load in ``setup`` (trafilatura, resiliparse, ftfy, fastText and its lid.176 model);
+- ``funnel.png``: matplotlib's renderer (import + draw, the one before this change) and the Pillow
+  renderer (``pipeline.report.draw_funnel``);
+- the whole one-record run (``refinery run PIPELINE --limit 1``) for each ``--pipelines`` entry, on this
+  tree and on a ``git worktree`` of ``--base`` (default: the commit before the funnel left matplotlib),
+  created under /tmp by this script and removed afterwards.
+
+    .venv/bin/python bench/bench_startup.py                       # 5 rounds, rw_filtered and refinedweb_fast
+    .venv/bin/python bench/bench_startup.py --rounds 3 --no-base   # this tree only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+ONE_PAGE = "warc/cc-main-2024-22-one-page.warc.gz"
+
+FUNNEL_REPORT = (
+    "r = {'pipeline': 'rw_filtered', 'input_documents': 400, 'output_documents': 123, 'stages': ["
+    "{'name': n, 'kept_of_input_pct': v} for n, v in [('read', 100.0), ('url_filter', 97.2), ('extract', 95.1),"
+    " ('langid', 50.3), ('gopher_repetition', 40.0), ('gopher_quality', 33.3), ('line_corrections', 33.3),"
+    " ('normalize', 33.3)]]}"
+)
+# The renderer before the change, as it was (matplotlib's Figure, no pyplot), for the comparison row.
+MATPLOTLIB_FUNNEL = FUNNEL_REPORT + """
+from matplotlib.figure import Figure
+import io
+fig = Figure(figsize=(10.4, 4.6), dpi=110)
+ax = fig.subplots()
+names = [s['name'] for s in r['stages']]; ours = [s['kept_of_input_pct'] for s in r['stages']]
+bars = ax.bar([i - 0.2 for i in range(len(names))], ours, 0.4, color='#2b6cb0', label='this run')
+for b, v in zip(bars, ours):
+    ax.text(b.get_x() + b.get_width() / 2, v + 1, f'{v:.1f}', ha='center', va='bottom', fontsize=7)
+ax.bar([i + 0.2 for i in range(len(names))], ours, 0.4, color='#dd6b20', alpha=0.8, label='paper')
+ax.set_xticks(range(len(names))); ax.set_xticklabels(names, rotation=30, ha='right', fontsize=8)
+ax.set_ylabel('% of input kept after stage'); ax.set_ylim(0, 110); ax.set_title('Funnel')
+ax.legend(fontsize=8, loc='upper right'); ax.grid(axis='y', alpha=0.3); fig.tight_layout()
+fig.savefig(io.BytesIO(), format='png')
+"""
+PILLOW_FUNNEL = FUNNEL_REPORT + """
+import tempfile, os
+from pipeline.report import draw_funnel
+with tempfile.TemporaryDirectory() as d:
+    draw_funnel(r, os.path.join(d, 'funnel.png'))
+"""
+LANGID_MODEL = """
+from pipeline.stages.langid import default_model_path, load_language_model
+load_language_model(default_model_path())
+"""
+
+PIECES: List[Tuple[str, str]] = [
+    ("interpreter (python -c pass)", "pass"),
+    ("import apache_beam", "import apache_beam"),
+    ("import pipeline.run (config, stages, readers)", "import pipeline.run"),
+    ("import trafilatura", "import trafilatura"),
+    ("import resiliparse (html + extract)", "import resiliparse.parse.html, resiliparse.extract.html2text"),
+    ("import ftfy", "import ftfy"),
+    ("import pyarrow", "import pyarrow"),
+    ("langid setup (fastText + lid.176 model)", LANGID_MODEL),
+    ("funnel.png, matplotlib (before)", MATPLOTLIB_FUNNEL),
+    ("funnel.png, Pillow (now)", PILLOW_FUNNEL),
+]
+
+
+def timed(cmd: Sequence[str], cwd: Path, env: Dict[str, str]) -> Tuple[float, float, int]:
+    """(wall s, child CPU s, exit status) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), cwd=str(cwd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{err[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, code
+
+
+def median_of(cmd: Sequence[str], cwd: Path, env: Dict[str, str], rounds: int) -> Tuple[float, float]:
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu, _ = timed(cmd, cwd, env)
+        walls.append(wall)
+        cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def env_for(tree: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)  # ahead of the editable install's finder: this tree's `pipeline`
+    env.setdefault("WEBREFINERY_DATA", str(REPO.parent / "shared" / "data"))
+    return env
+
+
+def run_cmd(pipeline: str, data: Path, out: Path) -> List[str]:
+    return [sys.executable, "-m", "pipeline.cli", "run", pipeline, "--input", str(data / ONE_PAGE),
+            "--output", str(out), "--limit", "1", "--force"]
+
+
+def default_base() -> str:
+    """The parent of the commit that took matplotlib out of pipeline/report.py (HEAD before that commit)."""
+    marker = "from matplotlib.figure import Figure"
+    commits = subprocess.run(["git", "log", "--format=%H", "--", "pipeline/report.py"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    oldest_without = None
+    for commit in commits:  # newest first
+        text = subprocess.run(["git", "show", f"{commit}:pipeline/report.py"], cwd=REPO, capture_output=True,
+                              text=True).stdout
+        if marker in text:
+            return f"{oldest_without}^" if oldest_without else "HEAD"
+        oldest_without = commit
+    return "HEAD"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--pipelines", nargs="+", default=["rw_filtered", "refinedweb_fast"])
+    ap.add_argument("--base", default=None, help="git revision to compare the one-record run against")
+    ap.add_argument("--no-base", action="store_true", help="measure this tree only")
+    args = ap.parse_args()
+
+    env = env_for(REPO)
+    data = Path(env["WEBREFINERY_DATA"])
+    if not (data / ONE_PAGE).exists():
+        raise SystemExit(f"{data / ONE_PAGE} is missing: set WEBREFINERY_DATA to the shared data folder")
+    print(f"start-up pieces: fresh `python -c` each, {args.rounds} rounds, medians "
+          f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"{'piece':48s} {'wall s':>8s} {'CPU s':>8s}")
+    for label, code in PIECES:
+        wall, cpu = median_of([sys.executable, "-c", code], REPO, env, args.rounds)
+        print(f"{label:48s} {wall:8.2f} {cpu:8.2f}", flush=True)
+
+    base = None if args.no_base else subprocess.run(
+        ["git", "rev-parse", args.base or default_base()], cwd=REPO, capture_output=True, text=True,
+        check=True).stdout.strip()
+    trees: List[Tuple[str, Path]] = [("this tree", REPO)]
+    worktree = None
+    if base:
+        worktree = Path(tempfile.mkdtemp(prefix="bench-startup-base-"))
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base], cwd=REPO, check=True,
+                       capture_output=True)
+        trees.insert(0, (f"base {base[:12]}", worktree))
+    try:
+        print(f"\none-record run (refinery run PIPELINE --limit 1 on {ONE_PAGE}), {args.rounds} rounds, medians")
+        print(f"{'pipeline':18s} {'tree':22s} {'wall s':>8s} {'CPU s':>8s}")
+        results: Dict[Tuple[str, str], Tuple[float, float]] = {}
+        for pipeline in args.pipelines:
+            for name, tree in trees:
+                with tempfile.TemporaryDirectory() as out:
+                    results[pipeline, name] = median_of(run_cmd(pipeline, data, Path(out) / "run"), tree,
+                                                        env_for(tree), args.rounds)
+                wall, cpu = results[pipeline, name]
+                print(f"{pipeline:18s} {name:22s} {wall:8.2f} {cpu:8.2f}", flush=True)
+            if len(trees) == 2:
+                (bw, bc), (nw, nc) = results[pipeline, trees[0][0]], results[pipeline, trees[1][0]]
+                print(f"{pipeline:18s} {'now / base':22s} {nw / bw:8.2f} {nc / bc:8.2f}")
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True)
+            shutil.rmtree(worktree, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
