@@ -195,9 +195,11 @@ def open_token_split(tokens_dir, split: str) -> TokenShards:
     tokens_dir = Path(tokens_dir)
     manifest = read_token_manifest(tokens_dir)
     listed = split_entries(tokens_dir, split, manifest)
-    if not listed or not any(e is None or e["tokens"] for _, e in listed):
+    if not listed:
         raise TokenDataError(f"no token shards for split {split!r} under {tokens_dir} "
                              f"(expected {tokens_dir / split}/*.arrow or a list in {MANIFEST})")
+    if not any(e is None or e["tokens"] for _, e in listed):
+        raise TokenDataError(f"split {split!r} of {tokens_dir} holds no tokens (its {len(listed)} shard(s) are empty)")
     shards = TokenShards([p for p, _ in listed], vocab_size=manifest.get("vocab_size"), eot_id=manifest.get("eot_id"),
                          entries=[e for _, e in listed])
     declared = manifest.get("dtype")
