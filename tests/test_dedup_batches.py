@@ -1,5 +1,6 @@
 """The dedup stages carry keys, priorities and documents through their shuffles as per-shard batches
-(``pipeline.dedup.packed``): how the records are cut into batches must never change a result.
+(``pipeline.dedup.packed``): how the records are cut into batches must never change a result, and a
+record comes back exactly as it went in.
 
 The same exact -> URL -> MinHash chain runs on real Common Crawl pages with planted exact copies,
 re-crawled URLs and near-duplicates, once with the default batch sizes (a shard's records in one batch)
@@ -75,17 +76,34 @@ def test_batch_sizes_never_change_what_dedup_keeps(corpus, minhash, monkeypatch)
     assert reasons.count("exact_dedup:duplicate") >= 15 and reasons.count("url_dedup:duplicate") >= 5
     assert reasons.count("minhash_dedup:duplicate") >= 15
     assert any(d["id"] == "odd" for d in json.loads(kept))
-    monkeypatch.setattr(packed, "LINE_BATCH_BYTES", 1)  # every record its own batch
+    monkeypatch.setattr(packed, "RECORD_BATCH_BYTES", 1)  # every record its own batch
     monkeypatch.setattr(packed, "COLUMN_BATCH_RECORDS", 1)
     small_kept, small_rejected, small_metrics = run()
     assert small_kept == kept and small_rejected == rejected
     assert small_metrics["minhash_dedup|cc_nodes"] == metrics["minhash_dedup|cc_nodes"]
 
 
-def test_line_batches_emit_full_shards_and_flush_the_rest():
-    batches = packed.LineBatches(limit=10)
-    records = [["k", i, {"text": "a\nb \ud800 é"}] for i in range(5)]
-    emitted = [b for i, r in enumerate(records) if (b := batches.add(i % 2, packed.pack_document(r))) is not None]
+def test_records_round_trip_exactly_and_are_never_pickled():
+    doc = {"id": "d", "text": "caf\u00e9 \U0001f600 \x00 end\n", "n": 2**40, "big": 2**70, "score": 0.1 + 0.2,
+           "lines": ["a", 1, None, [2.5]], "flag": True, "nested": {"k": [1, "x"]}, "none": None}
+    blob = packed.pack_record(["ab" * 16, (False, "2020", "key"), doc])
+    assert blob[:1] == b"F" and packed.unpack_record(blob) == ["ab" * 16, (False, "2020", "key"), doc]
+    back = packed.unpack_record(blob)[2]
+    assert [type(v) for v in back.values()] == [type(v) for v in doc.values()]
+    odd = {"id": "d\ud800x", "text": "lone \udc80 surrogate"}  # Beam's coder refuses these: JSON instead
+    blob = packed.pack_record(odd)
+    assert blob[:1] == b"J" and packed.unpack_record(blob) == odd
+    back = packed.unpack_record(packed.pack_record({"s": np.float32(0.65), "n": np.int64(7)}))  # numpy: as JSON
+    assert back == {"s": float(np.float32(0.65)), "n": 7} and type(back["n"]) is int
+    assert b"\x80\x04" not in packed.pack_record({"x": np.int64(1)})  # no pickle protocol header anywhere
+    with pytest.raises(TypeError, match="dedup shuffle"):
+        packed.pack_record({"x": object()})
+
+
+def test_record_batches_emit_full_shards_and_flush_the_rest():
+    batches = packed.RecordBatches(limit=10)
+    records = [["k", i, {"text": "a\nb \ud800 é" if i == 3 else "a\nb é"}] for i in range(5)]
+    emitted = [b for i, r in enumerate(records) if (b := batches.add(i % 2, packed.pack_record(r))) is not None]
     rest = list(batches.flush())
     assert all(len(blob) >= 10 for _, blob in emitted) and list(batches.flush()) == []
     by_shard = {}

@@ -1,9 +1,11 @@
 """Exact document dedup and URL dedup as Beam transforms: keep one document per group key.
 
-``GroupDedup`` is the shared shape: every document gets a group key (or None: not grouped, kept);
-each document travels once, as one ``[group key, priority, document]`` line (``packed.pack_document``)
-in a line batch of its key's shard (``packed.key_shard``), and a GroupByKey on the shard brings every
-group's lines together: one Beam element per shard and batch, not per document, and no decoded dicts
+``GroupDedup`` is the shared shape: every document gets a group key (or None: not grouped, kept; it
+travels through the shuffle all the same, so that all kept documents come out of one DoFn, and a
+document that cannot go through a shuffle as JSON is a dead letter whether or not it has a key);
+each document travels once, as one ``[group key, priority, document]`` record (``packed.pack_record``)
+in a record batch of its key's shard (``packed.key_shard``), and a GroupByKey on the shard brings every
+group's records together: one Beam element per shard and batch, not per document, and no decoded dicts
 waiting in the shuffle. The document with the smallest priority (``keys.priority_of``: lowest ``doc_key``, or earliest
 ``warc_date`` then key, or longest text) is kept, every other one is
 rejected with ``"<stage>:duplicate"``. Every grouped document (kept or rejected) records the group's
@@ -36,7 +38,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.dedup.keys import SHARDS, priority_of
 from pipeline.dedup.normalize import normalized_bytes
-from pipeline.dedup.packed import LineBatches, key_shard, pack_document, records_of
+from pipeline.dedup.packed import RecordBatches, key_shard, pack_record, records_of
 from pipeline.dedup.stages import NORMALIZATIONS
 from pipeline.document import Document, text_of
 from pipeline.stages.base import error_reason, reason
@@ -44,7 +46,6 @@ from pipeline.stages.base import error_reason, reason
 _WS = re.compile(r"\s+")
 
 REJECTED_TAG = "rejected"
-UNGROUPED_TAG = "ungrouped"
 
 
 def text_key(text: str, normalization: str = "full") -> bytes:
@@ -71,27 +72,31 @@ def normalize_url(url: str) -> str:
 
 
 class _KeyDoFn(beam.DoFn):
-    """Doc -> (shard, line batch of [group key, priority, doc]); ``ungrouped`` when the key is None;
-    dead letters. Batches are emitted when full and at the end of the bundle."""
+    """Doc -> (shard, record batch of [group key, priority, doc]); a document without a group key travels as
+    [None, None, doc] (round robin over the shards), so that every kept document comes out of
+    ``_KeepOneDoFn`` (a Flatten of two kept streams would make the in-process runner encode and decode
+    every document once more); dead letters. Batches are emitted when full and at the end of the bundle."""
 
     def __init__(self, stage: str, key_fn: Callable[[Document], Optional[bytes | str]], keep: str, shards: int):
         self.stage, self.key_fn, self.keep, self.shards = stage, key_fn, keep, shards
 
     def start_bundle(self):
-        self.out = LineBatches()
+        self.out = RecordBatches()
+        self.next_shard = 0
 
     def process(self, doc):
         try:
             key = self.key_fn(doc)
-            if key is not None:
-                line = pack_document([key.hex() if isinstance(key, bytes) else key, priority_of(doc, self.keep), doc])
+            if key is None:
+                record = pack_record([None, None, doc])
+                shard = self.next_shard = (self.next_shard + 1) % self.shards
+            else:
+                record = pack_record([key.hex() if isinstance(key, bytes) else key, priority_of(doc, self.keep), doc])
+                shard = key_shard(key, self.shards)
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, error_reason(self.stage, exc)))
             return
-        if key is None:
-            yield beam.pvalue.TaggedOutput(UNGROUPED_TAG, doc)
-            return
-        full = self.out.add(key_shard(key, self.shards), line)
+        full = self.out.add(shard, record)
         if full:
             yield full
 
@@ -101,8 +106,8 @@ class _KeyDoFn(beam.DoFn):
 
 
 class _KeepOneDoFn(beam.DoFn):
-    """(shard, line batches) -> per group key, the smallest-priority doc (main output; the first one on a
-    tie) and the others (rejected, duplicate)."""
+    """(shard, record batches) -> per group key, the smallest-priority doc (main output; the first one on a
+    tie) and the others (rejected, duplicate); documents without a group key as they are."""
 
     def __init__(self, stage: str, size_column: str):
         self.stage, self.size_column = stage, size_column
@@ -111,7 +116,10 @@ class _KeepOneDoFn(beam.DoFn):
     def process(self, element):
         groups: Dict[str, List] = {}
         for key, priority, doc in records_of(element[1]):
-            groups.setdefault(key, []).append((priority, doc))
+            if key is None:
+                yield doc
+            else:
+                groups.setdefault(key, []).append((priority, doc))
         for members in groups.values():
             best_index, best_priority = 0, members[0][0]
             for i, (priority, _) in enumerate(members):
@@ -135,16 +143,15 @@ class GroupDedup(beam.PTransform):
 
     def expand(self, docs):
         keyed = docs | "Key" >> beam.ParDo(_KeyDoFn(self.stage, self.key_fn, self.keep, self.shards)).with_output_types(Tuple[int, bytes]).with_outputs(
-            REJECTED_TAG, UNGROUPED_TAG, main="keyed"
+            REJECTED_TAG, main="keyed"
         )
         picked = (
             keyed.keyed
             | "Group" >> beam.GroupByKey()
             | "KeepOne" >> beam.ParDo(_KeepOneDoFn(self.stage, self.size_column)).with_outputs(REJECTED_TAG, main="kept")
         )
-        kept = (picked.kept, keyed[UNGROUPED_TAG]) | "FlattenKept" >> beam.Flatten()
         rejected = (picked[REJECTED_TAG], keyed[REJECTED_TAG]) | "FlattenRejected" >> beam.Flatten()
-        return kept, rejected
+        return picked.kept, rejected
 
 
 class TextKey:

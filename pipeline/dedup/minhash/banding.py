@@ -50,8 +50,8 @@ BATCH_RECORDS = 1 << 20  # bucket entries per packed batch before it is split by
 class SignatureDoFn(beam.DoFn):
     """Document -> the document, its priority, packed LSH bucket entries (and shingle sets for verification).
 
-    Outputs (tags): ``keyed`` (node shard, line batch of documents as ``packed.pack_document`` lines);
-    ``info`` (node shard, line batch of priorities: ``priority_of``, whose last item is the doc_key, so
+    Outputs (tags): ``keyed`` (node shard, record batch of documents as ``packed.pack_record`` records);
+    ``info`` (node shard, record batch of priorities: ``priority_of``, whose last item is the doc_key, so
     the node is ``node_id(priority[-1])``); ``bands`` (shard, packed bucket records) once per shard and
     batch of ``BATCH_RECORDS`` entries; ``sets`` (node, sorted unique uint32 shingle hashes as bytes)
     when ``verify``; ``errors`` (doc, reason) for a document whose hashing raised. Batches are emitted
@@ -71,7 +71,7 @@ class SignatureDoFn(beam.DoFn):
 
     def start_bundle(self):
         self.nodes, self.hashes = [], []
-        self.docs, self.infos = packed.LineBatches(), packed.LineBatches()
+        self.docs, self.infos = packed.RecordBatches(), packed.RecordBatches()
 
     def _flush(self):
         if not self.nodes:
@@ -87,8 +87,8 @@ class SignatureDoFn(beam.DoFn):
             text = text_of(doc)
             hashes = self.hasher.shingle_hashes(text)
             bands = band_hashes(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else None
-            info = packed.pack_document(priority_of(doc, self.keep))
-            blob = packed.pack_document(doc)
+            info = packed.pack_record(priority_of(doc, self.keep))
+            blob = packed.pack_record(doc)
         except Exception as exc:  # a dead letter, never a crashed run
             yield beam.pvalue.TaggedOutput(ERROR_TAG, (doc, error_reason(self.stage, exc)))
             return

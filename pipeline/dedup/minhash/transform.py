@@ -11,7 +11,7 @@ Graph (every arrow between ParDos carries *batches*, one element per shard, neve
     keyed + decisions -> CoGroupByKey(node shard) -> kept / rejected ("<stage>:duplicate")
 
 Only keys and the fields a decision needs (priorities, labels) travel through the decision shuffles;
-each document is encoded once (``pipeline.dedup.packed.pack_document`` lines), shuffled once, and
+each document is encoded once (``pipeline.dedup.packed.pack_record``), shuffled once, and
 decoded once at the last join. The node shard of a document is ``packed.node_shard(node_id(doc_key))``,
 the shard the connected-components labels come out on, so labels, priorities, decisions and documents
 of one node always meet in one shard group.
@@ -45,27 +45,27 @@ CLUSTER_COLUMN = "minhash_cluster"
 SIZE_COLUMN = "minhash_cluster_size"
 
 
-class _LineBatchesDoFn(beam.DoFn):
-    """Base of the DoFns whose output is line batches by node shard (``packed.LineBatches``): ``emit``
+class _RecordBatchesDoFn(beam.DoFn):
+    """Base of the DoFns whose output is record batches by node shard (``packed.RecordBatches``): ``emit``
     returns a full batch to yield (or None); the rest is emitted at the end of the bundle."""
 
     def __init__(self, shards: int):
         self.shards = shards
 
     def start_bundle(self):
-        self.out = packed.LineBatches()
+        self.out = packed.RecordBatches()
 
     def emit(self, node: bytes, record):
-        return self.out.add(packed.node_shard(node, self.shards), packed.pack_document(record))
+        return self.out.add(packed.node_shard(node, self.shards), packed.pack_record(record))
 
     def finish_bundle(self):
         for batch in self.out.flush():
             yield GlobalWindows.windowed_value(batch)
 
 
-class _ToRootDoFn(_LineBatchesDoFn):
+class _ToRootDoFn(_RecordBatchesDoFn):
     """(node shard, {labels: [packed (node, root)], info: [priority batches]}) -> (root shard, [root, priority])
-    line batches for every document whose node has a label (is in a cluster)."""
+    record batches for every document whose node has a label (is in a cluster)."""
 
     def process(self, element):
         _, grouped = element
@@ -81,9 +81,9 @@ class _ToRootDoFn(_LineBatchesDoFn):
                     yield full
 
 
-class _DecideDoFn(_LineBatchesDoFn):
+class _DecideDoFn(_RecordBatchesDoFn):
     """(root shard, [[root, priority] batches]) -> (node shard, [member key, representative key, size, keep])
-    line batches: per cluster, the member with the smallest priority is kept; size counts documents."""
+    record batches: per cluster, the member with the smallest priority is kept; size counts documents."""
 
     def process(self, element):
         clusters = {}
