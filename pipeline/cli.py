@@ -64,21 +64,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def workers_beam_args(workers: Optional[int], beam_args: Sequence[str]) -> List[str]:
     """Beam flags for ``--workers N`` (multi_processing on the embedded runner), checked against ``beam_args``."""
-    from pipeline.beam import RunnerOptionError
+    from pipeline.runtime import workers_args
 
-    args = list(beam_args)
-    if workers is None:
-        return args
-    if workers < 0:
-        raise RunnerOptionError(f"--workers must be >= 0 (0: one per CPU), got {workers}")
-    clash = [a for a in args if a.split("=")[0] in ("--runner", "--direct_num_workers", "--direct_running_mode")]
-    if clash:
-        raise RunnerOptionError(f"--workers sets the embedded runner's processes; it cannot be combined with {clash[0].split('=')[0]} "
-                                "(for Dataflow/Flink/Spark use their own worker options, e.g. --max_num_workers)")
-    n = workers or os.cpu_count() or 1
-    if n == 1:
-        return args
-    return args + ["--direct_num_workers", str(n), "--direct_running_mode", "multi_processing"]
+    return workers_args(workers, beam_args)
 
 
 def _cmd_run(args, beam_args: Sequence[str]) -> int:

@@ -16,11 +16,9 @@ import tempfile
 from typing import Any, Dict, List, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from pipeline.errors import UserValueError
-from pipeline.dedup.lsh import METRICS_NAMESPACE
+from pipeline import runtime
+from pipeline.dedup.keys import METRICS_NAMESPACE
 from pipeline.document import Document, doc_key
 
 
@@ -34,27 +32,13 @@ def _read_lines(pattern: str) -> List[Any]:
 
 def dedup_metrics(result) -> Dict[str, Any]:
     """Counters (as ints) and distributions (as {min, max, sum, count}) of namespace webrefinery.dedup."""
-    metrics: Dict[str, Any] = {}
-    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    for c in query["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        metrics[c.key.metric.name] = metrics.get(c.key.metric.name, 0) + int(value or 0)
-    for d in query["distributions"]:
-        value = d.committed if d.committed is not None else d.attempted
-        if value is not None:
-            metrics[d.key.metric.name] = {"min": value.min, "max": value.max, "sum": value.sum, "count": value.count}
-    return metrics
+    return runtime.query_metrics(result, METRICS_NAMESPACE)
 
 
 def run_dedup(transform: beam.PTransform, docs: Sequence[Document], beam_args: Sequence[str] = ()) -> Tuple[List[Document], List[Tuple[Document, str]], Dict[str, Any]]:
     """(kept docs sorted by doc_key, rejected (doc, reason) sorted by doc_key, metrics)."""
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    options = PipelineOptions(list(beam_args))
-    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":  # refused: it loses records
-        raise UserValueError("direct_running_mode=multi_threading loses records at GroupByKey here; use multi_processing")
     with tempfile.TemporaryDirectory(prefix="dedup-") as tmp:
-        p = beam.Pipeline(runner=FnApiRunner(), options=options)
+        p = runtime.new_pipeline(beam_args)  # the embedded runner unless beam_args name another
         kept, rejected = p | "Docs" >> beam.Create(list(docs), reshuffle=True) | "Dedup" >> transform
         kept | "KeptJson" >> beam.Map(json.dumps, sort_keys=True) | "WriteKept" >> beam.io.WriteToText(os.path.join(tmp, "kept"))
         (
@@ -62,8 +46,7 @@ def run_dedup(transform: beam.PTransform, docs: Sequence[Document], beam_args: S
             | "RejectedJson" >> beam.Map(lambda pair: json.dumps([pair[0], pair[1]], sort_keys=True))
             | "WriteRejected" >> beam.io.WriteToText(os.path.join(tmp, "rejected"))
         )
-        result = p.run()
-        result.wait_until_finish()
+        result = runtime.run_to_completion(p)
         kept_docs = _read_lines(os.path.join(tmp, "kept*"))
         rejected_pairs = [(d, r) for d, r in _read_lines(os.path.join(tmp, "rejected*"))]
         metrics = dedup_metrics(result)
