@@ -111,6 +111,10 @@ class TrainConfig:
     max_bad_steps: int = 5  # skip policy: consecutive non-finite steps before giving up
     prefetch: Optional[int] = None  # batches prepared ahead by a background thread (None: 2 on CUDA, 0 on CPU)
     resume: bool = False
+    objective: str = "causal"  # causal | mlm (model/mlm.py: bidirectional attention, BERT's dynamic masking)
+    mlm_prob: float = 0.15  # mlm: share of tokens selected for the loss (BERT)
+    mlm_mask_frac: float = 0.8  # mlm: selected tokens shown as the mask token
+    mlm_random_frac: float = 0.1  # mlm: selected tokens shown as a random token (the rest unchanged)
     stop_at_step: Optional[int] = None  # end early here (checkpointed), as a time-boxed job would
     peak_tflops: Optional[float] = None  # per-device peak for MFU when the GPU is not recognised
     progress: bool = True  # tqdm progress bar on rank 0
@@ -140,6 +144,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"TrainConfig.dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if self.objective not in ("causal", "mlm"):
+            raise ValueError(f"TrainConfig.objective must be 'causal' or 'mlm', got {self.objective!r}")
+        if self.objective == "mlm":
+            from model.mlm import MaskingParams
+
+            MaskingParams(self.mlm_prob, self.mlm_mask_frac, self.mlm_random_frac).validate()
         if self.max_bad_steps <= 0:
             raise ValueError("TrainConfig.max_bad_steps must be positive")
         unknown = set(self.model) - {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"}
@@ -314,8 +324,11 @@ def _resolve_model_config(cfg: TrainConfig, run_dir: Path, vocab_size: int, resu
         saved = json.loads((run_dir / "config.json").read_text()).get("model")
         if saved:
             return GPTConfig.from_dict(saved)
-    padded = cfg.vocab_multiple * math.ceil(vocab_size / cfg.vocab_multiple)
+    needed = vocab_size + (1 if cfg.objective == "mlm" else 0)  # mlm: the mask token's id is vocab_size
+    padded = cfg.vocab_multiple * math.ceil(needed / cfg.vocab_multiple)
     overrides = dict(cfg.model)
+    if cfg.objective == "mlm":
+        overrides["bidirectional"] = True
     if cfg.block_size is not None:
         overrides["block_size"] = cfg.block_size
     return config_from_preset(cfg.preset, padded, **overrides)
@@ -404,9 +417,26 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
         print(f"[train] no validation loss: no usable val split under {tokens_dir}", file=sys.stderr)
     val_weights = {n: mixture.shares[mixture.names.index(n)] if mixture else 1.0 for n in val_loaders}
 
+    if cfg.objective == "mlm":  # the same windows, masked afresh each time one is drawn (model/mlm.py)
+        from model.mlm import MaskedWindows, MaskingParams
+
+        mparams = MaskingParams(cfg.mlm_prob, cfg.mlm_mask_frac, cfg.mlm_random_frac)
+
+        def wrap(ld):
+            return MaskedWindows(ld, train_shards.vocab_size, train_shards.vocab_size, mparams, cfg.seed, env.rank,
+                                 special_ids=[train_shards.eot_id])
+
+        loader = wrap(loader)
+        val_loaders = {name: wrap(ld) for name, ld in val_loaders.items()}
+
     # ---- model, wrappers, optimizer
     torch.manual_seed(cfg.seed)
     raw = GPT(model_cfg).to(device)
+    mlm_meter = None
+    if cfg.objective == "mlm":
+        from model.mlm import MaskedAccuracy
+
+        mlm_meter = MaskedAccuracy(raw)
     model: nn.Module = raw
     mixed_by_fsdp = False
     if cfg.fsdp and env.world_size > 1:
@@ -459,11 +489,18 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
                            "eot_id": train_shards.eot_id, "train_tokens": train_shards.total_tokens,
                            **({"mixture": mixture.manifest["sources"]} if mixture else {})},
                   "flops_per_token": fpt, "flop_formula": "6*N + 12*n_layer*n_embd*block_size"}
+    if cfg.objective == "mlm":
+        run_config["mlm"] = {"mask_id": train_shards.vocab_size, "mask_token": "<|mask|>", "prob": cfg.mlm_prob,
+                             "mask_frac": cfg.mlm_mask_frac, "random_frac": cfg.mlm_random_frac}
     if env.is_main:
         ckpt.write_run_config(run_dir, run_config, model_cfg.to_dict())
         tok_json = mixture.tokenizer_path if mixture else tokens_dir / "tokenizer.json"
         if tok_json is not None and tok_json.is_file():
             shutil.copyfile(tok_json, run_dir / "tokenizer.json")
+        if cfg.objective == "mlm" and (run_dir / "tokenizer.json").is_file():
+            from model.mlm import add_mask_token
+
+            add_mask_token(run_dir / "tokenizer.json", train_shards.vocab_size)
         print(f"[train] {n_params / 1e6:.2f}M parameters, {tokens_per_step:,} tokens/step, world {env.world_size}, "
               f"device {device}, dtype {str(dtype).replace('torch.', '')}, compile {use_compile}, "
               f"{loader.rounds_per_epoch // cfg.grad_accum} steps/epoch", file=sys.stderr)
@@ -553,6 +590,8 @@ def _train(cfg: TrainConfig, device_kind: str, env: DistEnv) -> dict:
                     record["skipped"] = True
                 if val_loss is not None:
                     record["val_loss"] = val_loss
+                if mlm_meter is not None:
+                    record.update(mlm_meter.log_fields(val_loss is not None))
                 if mixture is not None:
                     record["tokens_per_source"] = loader.tokens_per_source()
                     if val_per_source:
@@ -627,6 +666,10 @@ _CLI_FIELDS = {  # flag -> (TrainConfig field, type, help)
     "--max-bad-steps": ("max_bad_steps", int, "skip policy: consecutive bad steps before stopping"),
     "--prefetch": ("prefetch", int, "batches prefetched by a background thread"),
     "--stop-at-step": ("stop_at_step", int, "checkpoint and stop at this step (time-boxed jobs)"),
+    "--objective": ("objective", str, "causal (next token) | mlm (masked tokens, bidirectional; model/mlm.py)"),
+    "--mlm-prob": ("mlm_prob", float, "mlm: share of tokens selected"),
+    "--mlm-mask-frac": ("mlm_mask_frac", float, "mlm: selected tokens shown as the mask token"),
+    "--mlm-random-frac": ("mlm_random_frac", float, "mlm: selected tokens shown as a random token"),
     "--peak-tflops": ("peak_tflops", float, "per-device peak TFLOP/s for MFU on unrecognised GPUs"),
 }
 
@@ -644,6 +687,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = ["skip", "stop"]
         elif name == "dtype":
             kwargs["choices"] = ["auto", "float32", "bfloat16"]
+        elif name == "objective":
+            kwargs["choices"] = ["causal", "mlm"]
         elif name == "preset":
             kwargs["choices"] = sorted(PRESETS)
         parser.add_argument(flag, **kwargs)

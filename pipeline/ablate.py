@@ -40,6 +40,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eval-limit", type=int, default=500, help="items per zero-shot task")
     parser.add_argument("--text", default=None, help="held-out text for bits per byte (default: WikiText-2 raw test)")
     parser.add_argument("--data-dir", default=None, help="folder of eval task files (default: ../shared/data/eval)")
+    parser.add_argument("--finetune", default=None, metavar="TASK",
+                        help="also fine-tune each arm's model on TASK (sst2, wnut17, jsonl:PATH, conll:PATH; "
+                             "model/finetune/) and add its dev score (and standard error) to the table")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning steps per arm")
+    parser.add_argument("--finetune-lr", type=float, default=2e-3,
+                        help="fine-tuning peak learning rate (2e-3 suits the tiny preset; 5e-5 is BERT's for large models)")
+    parser.add_argument("--finetune-method", default="full", choices=["full", "lora"])
     parser.add_argument("--bpb-max-tokens", type=int, default=200_000, help="cap on held-out tokens scored for bits per byte")
     parser.add_argument("--mixture", action="append", default=[], metavar="NAME=MIXTURE.json",
                         help="one more arm: the same model trained on a mixture from `refinery mix` (repeatable); "
@@ -89,6 +96,28 @@ def _evaluate(run_dir: str, tokens: str, args) -> Dict[str, Any]:
                     text=args.text, bpb_params=BPBParams(max_tokens=args.bpb_max_tokens))
 
 
+def _downstream(run_dir: str, out: str, args) -> Dict[str, Optional[float]]:
+    """Fine-tune one arm's model the same way for every arm; its best dev accuracy (sentence tasks, with the
+    binomial standard error) or entity F1 (NER), as table columns ``TASK:acc`` / ``TASK:acc_stderr``."""
+    import math
+    import shutil
+
+    from model.finetune.train import FinetuneConfig, finetune
+
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    summary = finetune(FinetuneConfig(checkpoint=run_dir, task=args.finetune, out=out, method=args.finetune_method,
+                                      max_steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed,
+                                      device=args.device, eval_every=max(1, args.finetune_steps // 5),
+                                      progress=False))
+    dev = summary.get("dev") or {}
+    name = args.finetune.split(":")[0] if ":" in args.finetune else args.finetune
+    if "accuracy" in dev:
+        p, n = dev["accuracy"], dev["n"]
+        return {f"{name}:acc": p, f"{name}:acc_stderr": math.sqrt(p * (1 - p) / n) if n else None}
+    return {f"{name}:f1": dev.get("f1")}
+
+
 def _headline(results: Dict[str, Any]) -> Dict[str, Optional[float]]:
     row: Dict[str, Optional[float]] = {}
     for task, metrics in results.items():
@@ -110,7 +139,8 @@ def draw(table: List[Dict[str, Any]], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [k for k in table[0] if k not in ("pipeline", "documents", "train_tokens", "seconds", "splits")]
+    metrics = [k for k in table[0] if k not in ("pipeline", "documents", "train_tokens", "seconds", "splits")
+               and not k.endswith("_stderr")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), dpi=100, squeeze=False)
     for ax, m in zip(axes[0], metrics):
         vals = [row.get(m) or 0.0 for row in table]
@@ -154,8 +184,10 @@ def run(args) -> Dict[str, Any]:
         results = _evaluate(os.path.join(out, name, "run"), tokens, args)
         with open(os.path.join(out, name, "eval.json"), "w") as fh:
             json.dump(results, fh, indent=1)
+        downstream = _downstream(os.path.join(out, name, "run"), os.path.join(out, name, "finetune"), args) \
+            if args.finetune else {}
         row = {"pipeline": name, "documents": refined[name]["output_documents"],
-               "train_tokens": manifest["splits"]["train"]["tokens"], **_headline(results),
+               "train_tokens": manifest["splits"]["train"]["tokens"], **_headline(results), **downstream,
                "splits": _splits(results),
                "final_train_loss": summary.get("final_loss"), "seconds": round(time.time() - t0, 1)}
         table.append(row)
@@ -174,7 +206,9 @@ def run(args) -> Dict[str, Any]:
                       "splits": _splits(results), "final_train_loss": summary.get("final_loss"),
                       "seconds": round(time.time() - t0, 1)})
     result = {"pipelines": pipelines, "preset": args.preset, "max_steps": args.max_steps, "batch_size": args.batch_size,
-              "tokenizer": tokenizer, "table": table, "seconds": round(time.time() - start, 1)}
+              "tokenizer": tokenizer, "table": table,
+              "finetune": {"task": args.finetune, "steps": args.finetune_steps, "lr": args.finetune_lr,
+                           "method": args.finetune_method} if args.finetune else None, "seconds": round(time.time() - start, 1)}
     with open(os.path.join(out, "ablation.json"), "w") as fh:
         json.dump(result, fh, indent=1)
     draw([{k: v for k, v in r.items() if k != "final_train_loss"} for r in table], os.path.join(out, "ablation.png"))

@@ -51,15 +51,19 @@ def trickle():
 
 
 def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> Path:
-    """A tiny model pretrained briefly on SST-2 training sentences with its own byte-level BPE (1,024
-    tokens): the base checkpoint of the fine-tuning and MLM tests. Returns the run directory."""
+    """A tiny model pretrained briefly on SST-2 training sentences (lower-cased) and WNUT-17 training
+    text (cased social media, in the file's ~1,000 blank-line-separated chunks) with its own byte-level BPE (1,024 tokens): the base checkpoint
+    of the fine-tuning and MLM tests. Returns the run directory."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from model.train import TrainConfig, train
 
     lines = [l.split("\t")[0] for l in require_shared("finetune", "sst2", "train.tsv").read_text().splitlines()[1:]]
-    lines = lines[:24000]
+    held_out = lines[60000:61000]  # validation text, never trained on
+    wnut = require_shared("finetune", "wnut17", "wnut17train.conll").read_text(encoding="utf-8").split("\n\n")
+    cased = [" ".join(l.split("\t")[0] for l in block.splitlines() if l.strip()) for block in wnut]
+    lines = [l for pair in zip(lines[:20000], cased + [""] * 20000) for l in pair if l][:24000]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -70,6 +74,7 @@ def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> 
     tok.save(str(out / "tokenizer.json"))
     eot = tok.token_to_id("<|endoftext|>")
     docs = [e.ids + [eot] for e in tok.encode_batch(lines)]
+    val = [e.ids + [eot] for e in tok.encode_batch(held_out)]
     facts = dict(vocab_size=tok.get_vocab_size(), eot_id=eot)
     try:  # the token-set writer (corridor/token_shards.py), else the older one in model/data.py
         from corridor.token_shards import chunk_documents, write_token_set
@@ -78,9 +83,9 @@ def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> 
 
         write_token_shards(out / "tokens", "train", docs[:22000], docs_per_shard=11000,
                            tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
-        write_token_shards(out / "tokens", "val", docs[22000:], **facts)
+        write_token_shards(out / "tokens", "val", val, **facts)
     else:
-        write_token_set(out / "tokens", {"train": chunk_documents(docs[:22000], 11000), "val": [docs[22000:]]},
+        write_token_set(out / "tokens", {"train": chunk_documents(docs[:22000], 11000), "val": [val]},
                         tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -100,3 +105,9 @@ def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> 
 def tiny_causal_run(tmp_path_factory) -> Path:
     """Run directory of a tiny causal model pretrained on SST-2 sentences (see _tiny_pretrained)."""
     return _tiny_pretrained(tmp_path_factory.mktemp("tiny_causal"), "causal")
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm_run(tmp_path_factory) -> Path:
+    """Run directory of the same tiny model pretrained with --objective mlm (bidirectional, masked tokens)."""
+    return _tiny_pretrained(tmp_path_factory.mktemp("tiny_mlm"), "mlm", steps=200)

@@ -80,6 +80,10 @@ def evaluate(model, tokenizer, tasks: str | Sequence[str] = DEFAULT_TASKS, data_
     from model.evaluate.scoring import as_text_tokenizer
 
     names = parse_task_list(tasks)
+    if getattr(getattr(model, "config", None), "bidirectional", False):
+        from model.mlm import refuse_causal_tasks
+
+        refuse_causal_tasks(names)  # every task here scores next tokens; see model.mlm.evaluate_mlm
     if split is not None and split not in SPLITS:
         raise UserValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     tok = as_text_tokenizer(tokenizer)
@@ -236,6 +240,10 @@ def run_eval(args: argparse.Namespace) -> dict:
 
     device = resolve_device(args.device)
     model, _config, tokenizer_json, step_dir = _load(args.checkpoint, device, args.tokenizer)
+    if getattr(_config, "bidirectional", False):  # a masked-LM checkpoint: masked-token scores only (model/mlm.py)
+        from model.mlm import run_mlm_eval
+
+        return run_mlm_eval(args, model, _config, tokenizer_json, step_dir)
     bpb_params = BPBParams(stride=args.stride, batch_size=max(1, args.batch_size // 4), max_tokens=args.max_tokens,
                            dtype=args.dtype)
     results = evaluate(model, tokenizer_json, args.tasks, args.data_dir, args.limit, batch_size=args.batch_size,

@@ -9,8 +9,11 @@ every row labelled, every dev label seen in training, BIO tags well formed.
 
 Encoding: a sentence becomes its token ids (no special tokens), cut to ``max_length``. For token
 classification each word is encoded on its own (with a leading space after the first word, as
-byte-level BPE sees running text); the word's label goes on its first sub-word, the other sub-words
-get -100 (ignored by the loss and the scorer). Words cut off by ``max_length`` are predicted ``O``.
+byte-level BPE sees running text); the word's label goes on its first sub-word (``subword="first"``,
+BERT's convention and the default), the other sub-words get -100 (ignored by the loss and the
+scorer). ``subword="last"`` labels the last sub-word instead: in a causal model that is the first
+position that has seen the whole word (the first sub-word sees only the word's first piece and what
+came before). Words cut off by ``max_length`` are predicted ``O``.
 """
 
 from __future__ import annotations
@@ -241,9 +244,14 @@ class Encoded:
     n_words: int = 0  # token task: words in the example (some may be cut off)
 
 
-def encode_examples(task: TaskData, tokenizer, max_length: int, split: str) -> list[Encoded]:
+SUBWORDS = ("first", "last")
+
+
+def encode_examples(task: TaskData, tokenizer, max_length: int, split: str, subword: str = "first") -> list[Encoded]:
     """Encode ``task.train`` or ``task.dev`` with a ``tokenizers.Tokenizer``."""
     rows = task.train if split == "train" else task.dev
+    if subword not in SUBWORDS:
+        raise UserValueError(f"subword must be one of {SUBWORDS}, got {subword!r}")
     out = []
     if task.kind == "sequence":
         encs = tokenizer.encode_batch([t for t, _ in rows], add_special_tokens=False)
@@ -260,6 +268,7 @@ def encode_examples(task: TaskData, tokenizer, max_length: int, split: str) -> l
                 break
             sub = sub[: max_length - len(ids)]
             ids.extend(sub)
-            labels.extend([int(tag)] + [IGNORE_INDEX] * (len(sub) - 1))
+            rest = [IGNORE_INDEX] * (len(sub) - 1)
+            labels.extend([int(tag)] + rest if subword == "first" else rest + [int(tag)])
         out.append(Encoded(ids=ids or [0], label=labels or [IGNORE_INDEX], n_words=len(words)))
     return out

@@ -68,6 +68,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.05
     lora_targets: str = "q_proj,v_proj"
     pooling: Optional[str] = None  # None: last (causal) / mean (bidirectional)
+    subword: str = "first"  # token tasks: the sub-word that carries a word's label (first | last)
     dropout: float = 0.1
     max_length: int = 128
     max_steps: int = 1000
@@ -280,15 +281,15 @@ def finetune(cfg: FinetuneConfig) -> dict:
     tokenizer = Tokenizer.from_file(tok_path)
     pad_id = pad_id_of(run_cfg, tokenizer)
     max_length = min(cfg.max_length, body.config.block_size)
-    train_ex = encode_examples(task, tokenizer, max_length, "train")
-    dev_ex = encode_examples(task, tokenizer, max_length, "dev")
+    train_ex = encode_examples(task, tokenizer, max_length, "train", cfg.subword)
+    dev_ex = encode_examples(task, tokenizer, max_length, "dev", cfg.subword)
     if len(train_ex) < cfg.batch_size:
         raise UserValueError(f"{len(train_ex)} training examples, fewer than one batch of {cfg.batch_size}")
 
     # ---- model
     meta = {"task": cfg.task, "kind": task.kind, "labels": task.labels, "method": cfg.method,
             "pooling": cfg.pooling or ("mean" if body.config.bidirectional else "last"), "dropout": cfg.dropout,
-            "pad_id": pad_id, "max_length": max_length, "base_checkpoint": str(base_step.resolve()),
+            "pad_id": pad_id, "max_length": max_length, "subword": cfg.subword, "base_checkpoint": str(base_step.resolve()),
             "model": body.config.to_dict(), "tokenizer": str(Path(tok_path).resolve()),
             "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                      "targets": [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]}
@@ -464,6 +465,8 @@ _FLAGS = {  # flag -> (field, type, help)
     "--lora-targets": ("lora_targets", str, "comma-separated Linear names to adapt (q_proj,k_proj,v_proj,o_proj,"
                                             "gate_proj,up_proj,down_proj)"),
     "--pooling": ("pooling", str, "sentence tasks: last | mean | first (default last for causal, mean for MLM)"),
+    "--subword": ("subword", str, "token tasks: the sub-word labelled per word: first (BERT) | last (what a causal "
+                                  "model has seen the whole word at)"),
     "--dropout": ("dropout", float, "dropout before the head"),
     "--max-length": ("max_length", int, "tokens per example (cut beyond)"),
     "--max-steps": ("max_steps", int, "optimizer steps"),
@@ -497,6 +500,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = ["full", "lora"]
         elif name == "pooling":
             kwargs["choices"] = ["last", "mean", "first"]
+        elif name == "subword":
+            kwargs["choices"] = ["first", "last"]
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, dest="compile",
                         help="torch.compile the model (default: on for CUDA, off for CPU)")
