@@ -130,7 +130,8 @@ BUILD_SCRIPT = textwrap.dedent(
             spec = get_pipeline(name)
             info = {
                 "stages": [s.name for s in spec.stages],
-                "collection_stages": [s.name for s in spec.stages if issubclass(s.cls, CollectionStage)],
+                # the built stage decides (quality_classifier becomes a collection stage with keep_top)
+                "collection_stages": [s.name for s in spec.build_stages() if isinstance(s, CollectionStage)],
                 "params": {s.name: dataclasses.asdict(s.params) for s in spec.stages},
                 "protos": {},
             }
