@@ -218,7 +218,7 @@ def cluster(tmp_path_factory, shared_data):
         _wait_for_port(job_port, js, js_log)
         _wait_for_port(pool_port, pool, pool_log)
         yield {"job_endpoint": f"localhost:{job_port}", "worker_pool": f"localhost:{pool_port}", "work": work,
-               "site": site, "staged_by": staged_by, "probe_log": probe_log, "pool_pid": pool.pid, "logs": [js_log, pool_log]}
+               "site": site, "staged_by": staged_by, "probe_log": probe_log, "pool_pid": pool.pid, "logs": [js_log, pool_log], "env": env}
     finally:
         for proc in procs:
             _kill_group(proc)
@@ -258,6 +258,22 @@ def _report(out: Path) -> dict:
 
 def _probe(log: Path) -> List[List[str]]:
     return [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_the_probe_sees_reads_of_the_checkout_and_the_staged_install(cluster, tmp_path):
+    """The audit hook is not vacuous: a process with the workers' environment that opens a file of the
+    checkout is logged as 'forbidden', and its ``import pipeline`` comes from the staged install (PYTHONPATH
+    wins over the development environment's editable install, which points at the checkout)."""
+    before = len(_probe(cluster["probe_log"]))
+    target = REPO / "pipelines.yaml"
+    script = f"open({str(target)!r}).read(); import pipeline.paths; print(pipeline.__file__)"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=cluster["env"]("probe-check"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert Path(proc.stdout.strip()).resolve().is_relative_to(cluster["site"].resolve()), proc.stdout
+    mine = [row for row in _probe(cluster["probe_log"])[before:] if row[0] == "probe-check"]
+    assert any(row[2] == "forbidden" and row[4] == os.path.realpath(target) for row in mine), mine
+    assert any(row[2] == "staged" for row in mine), mine
 
 
 @pytest.mark.parametrize("name", PIPELINES)
