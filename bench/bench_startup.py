@@ -5,7 +5,8 @@ Every piece runs in a fresh interpreter (``python -c``), several rounds; the tab
 child's wall time and CPU time (user + sys, from ``os.wait4``: on a shared, loaded machine the CPU time
 is the steadier figure). Pieces:
 
-- the interpreter alone, ``import apache_beam``, the run's own modules (``pipeline.run``), the libraries
+- the interpreter alone, ``import apache_beam`` (plain, and as a local run imports it:
+  ``pipeline/beam_import.py``), the run's own modules (``pipeline.run``), the libraries
   the stages load in ``setup`` (trafilatura, resiliparse, ftfy, fastText and its lid.176 model);
 - ``funnel.png``: matplotlib's renderer (import + draw, the one before this change) and the Pillow
   renderer (``pipeline.report.draw_funnel``);
@@ -69,6 +70,8 @@ load_language_model(default_model_path())
 PIECES: List[Tuple[str, str]] = [
     ("interpreter (python -c pass)", "pass"),
     ("import apache_beam", "import apache_beam"),
+    ("import apache_beam, local run (beam_import.py)",
+     "from pipeline.beam_import import import_beam_for_local_run; import_beam_for_local_run(['/tmp/x'], [])"),
     ("import pipeline.run (config, stages, readers)", "import pipeline.run"),
     ("import trafilatura", "import trafilatura"),
     ("import resiliparse (html + extract)", "import resiliparse.parse.html, resiliparse.extract.html2text"),
