@@ -171,6 +171,9 @@ def export_model(model: GPT, tokenizer_json: str | Path, out_dir: str | Path,
     if tokenizer_json is None or not tokenizer_json.is_file():
         raise FileNotFoundError(f"tokenizer.json not found ({tokenizer_json}); pass --tokenizer PATH")
     config: GPTConfig = model.config
+    if config.bidirectional:
+        raise UserValueError("this checkpoint was pretrained with --objective mlm (bidirectional attention): "
+                             "LlamaForCausalLM is causal, so it has no Hugging Face export")
     tok_files = tokenizer_files(tokenizer_json, params.eos_token, config.block_size)
     eos_id = tok_files.pop("_eos_id")
     from tokenizers import Tokenizer

@@ -173,3 +173,10 @@ def test_finetune_on_an_mlm_checkpoint(tiny_mlm_run, tmp_path, shared_data):
     assert meta["pooling"] == "mean" and model.body.config.bidirectional
     with pytest.raises(UserError, match="no transformers export"):
         export_classifier(out, tmp_path / "hf")
+
+
+def test_causal_export_refuses_an_mlm_checkpoint(tiny_mlm_run, tmp_path):
+    from model.export import export_hf
+
+    with pytest.raises(UserError, match="no Hugging Face export"):
+        export_hf(tiny_mlm_run, tmp_path / "hf")
