@@ -8,9 +8,11 @@ checkpoints, resume and DDP/FSDP paths as the causal objective. What changes:
   selected with probability ``mlm_prob`` (15%); a selected token becomes the mask token with
   probability ``mlm_mask_frac`` (80%), a uniformly random data token with ``mlm_random_frac`` (10%),
   or stays unchanged (the remaining 10%). The loss is the cross-entropy on selected tokens only.
-  The random draws are seeded by the run's seed, the rank and the loader's position (its
-  ``state_dict()`` before the batch), so a resumed run masks exactly as an uninterrupted one and the
-  validation windows get the same masks at every evaluation.
+  The random draws of each window are seeded by the run's seed, the loader's position (its
+  ``state_dict()`` before the batch, the same on every rank) and the window's slot in the round
+  (``rank * batch_size + row``), so a resumed run masks exactly as an uninterrupted one, two DDP ranks
+  with batch B mask exactly as one process with batch 2B, and the validation windows get the same
+  masks at every evaluation.
 * The mask token: id ``V`` where ``V`` is the data's vocabulary size (the first id no token shard
   contains; the model's embedding table is padded to cover it). The run's copy of tokenizer.json
   gains ``<|mask|>`` as an added special token, which tokenizers numbers ``V`` (the next free id),
@@ -61,18 +63,29 @@ class MaskingParams:
             raise UserValueError("mlm_mask_frac and mlm_random_frac must be >= 0 and sum to at most 1")
 
 
-def mask_tokens(x: torch.Tensor, mask_id: int, vocab_size: int, params: MaskingParams, generator: torch.Generator,
+def mask_tokens(x: torch.Tensor, mask_id: int, vocab_size: int, params: MaskingParams, generator,
                 special_ids: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) for a batch of token ids ``x``: labels are -100 except on selected tokens."""
+    """(inputs, labels) for a batch of token ids ``x`` (B, T): labels are -100 except on selected tokens.
+
+    ``generator`` is one ``torch.Generator`` for the batch, or one per row (then a row's mask depends
+    only on its own generator, whatever batch it sits in)."""
     xc = x.to("cpu")
+    if isinstance(generator, torch.Generator):
+        probs = torch.rand(xc.shape, generator=generator)
+        r = torch.rand(xc.shape, generator=generator)
+        random_ids = torch.randint(vocab_size, xc.shape, generator=generator)
+    else:
+        if len(generator) != xc.shape[0]:
+            raise ValueError("need one generator per row")
+        rows = [(torch.rand(xc.shape[1:], generator=g), torch.rand(xc.shape[1:], generator=g),
+                 torch.randint(vocab_size, xc.shape[1:], generator=g)) for g in generator]
+        probs, r, random_ids = (torch.stack([row[i] for row in rows]) for i in range(3))
     eligible = torch.ones_like(xc, dtype=torch.bool)
     for s in special_ids:
         eligible &= xc != s
-    selected = (torch.rand(xc.shape, generator=generator) < params.prob) & eligible
+    selected = (probs < params.prob) & eligible
     if not selected.any() and eligible.any():  # never a batch without a target (the loss would be NaN)
         selected.view(-1)[int(eligible.view(-1).nonzero()[0])] = True
-    r = torch.rand(xc.shape, generator=generator)
-    random_ids = torch.randint(vocab_size, xc.shape, generator=generator)
     to_mask = selected & (r < params.mask_frac)
     to_random = selected & (r >= params.mask_frac) & (r < params.mask_frac + params.random_frac)
     inputs = xc.clone()
@@ -103,10 +116,11 @@ class MaskedWindows:
         self.seed, self.rank, self.special_ids = seed, rank, tuple(special_ids)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        where = self._loader.state_dict()  # the position of the batch about to be handed out
+        where = self._loader.state_dict()  # the position of the batch about to be handed out (rank-free)
         x, _ = self._loader.next_batch()
-        g = seeded_generator("mlm", self.seed, self.rank, where)
-        return mask_tokens(x, self.mask_id, self.vocab_size, self.params, g, self.special_ids)
+        first = self.rank * x.shape[0]  # this rank's first slot in the round
+        gens = [seeded_generator("mlm", self.seed, where, first + i) for i in range(x.shape[0])]
+        return mask_tokens(x, self.mask_id, self.vocab_size, self.params, gens, self.special_ids)
 
     def __iter__(self):
         while True:
