@@ -38,8 +38,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from corridor.token_shards import chunk_documents, write_token_set  # noqa: E402  (the format's one writer)
-from corridor.mixture import plan_mixture, source_facts, write_mixture  # noqa: E402
+from model.corridor.token_shards import chunk_documents, write_token_set  # noqa: E402  (the format's one writer)
+from model.corridor.mixture import plan_mixture, source_facts, write_mixture  # noqa: E402
 from model.data import TokenMixture, WindowLoader, make_window_loader, open_token_split  # noqa: E402
 from model.flops import flops_per_token, mfu, peak_flops_for_device  # noqa: E402
 from model.gpt import GPT, config_from_preset  # noqa: E402

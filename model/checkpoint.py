@@ -12,7 +12,7 @@ Layout of a run directory::
                                              extra, the optimizer state's non-tensor skeleton, the
                                              sha256 and size of each tensor file, and its own checksum
 
-A step directory is written under a temporary name and renamed into place (``corridor/files.py``'s
+A step directory is written under a temporary name and renamed into place (``model/corridor/files.py``'s
 ``atomic_dir``, which also gives every file the umask's mode: safetensors alone would leave the tensor
 files 0600), so a directory named ``step_*`` that holds ``state.json`` is always complete; the latest checkpoint is the
 highest such step. ``load_checkpoint`` verifies every checksum before it touches the model: a
@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from corridor.files import atomic_dir, write_json_atomic
+from model.corridor.files import atomic_dir, write_json_atomic
 from model.errors import UserError
 from model.gpt import GPT, GPTConfig
 

@@ -3,7 +3,7 @@
 Token shards are Arrow IPC *file* format with a ``tokens`` column (``large_list<uint16>`` or
 ``large_list<uint32>``), one row per document, every document ending with ``<|endoftext|>``, listed in a
 versioned ``manifest.json`` with per-file checksums: the format is defined once, in
-``corridor/token_shards.py``, and written by ``refinery tokenize`` (tests write it with that module's
+``model/corridor/token_shards.py``, and written by ``refinery tokenize`` (tests write it with that module's
 ``write_token_set``). This module is the one reader; it needs no Beam. ``TokenShards`` memory-maps each file and
 keeps, per record batch, a NumPy view of the ``tokens`` column's flat values buffer: no copy, no
 Python objects per token. The shards are concatenated logically into one token stream (documents
@@ -45,9 +45,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from corridor import FormatError
-from corridor.token_shards import MANIFEST_NAME as MANIFEST
-from corridor.token_shards import SPLITS, read_manifest, verify_token_set
+from model.corridor import FormatError
+from model.corridor.token_shards import MANIFEST_NAME as MANIFEST
+from model.corridor.token_shards import SPLITS, read_manifest, verify_token_set
 from model.errors import UserError, UserValueError
 
 
@@ -379,7 +379,7 @@ class WindowLoader:
 
 
 # ---------------------------------------------------------------------------------------------
-# mixtures: several token sets, weighted (corridor/mixture.py), as one stream of windows
+# mixtures: several token sets, weighted (model/corridor/mixture.py), as one stream of windows
 
 _SOURCE_SHIFT = 40  # a mixture's window id: source index << 40 | window index inside the source
 
@@ -389,7 +389,7 @@ class TokenMixture:
     source's manifest is the one the mixture was planned on, and all share one tokenizer."""
 
     def __init__(self, path):
-        from corridor.mixture import check_source_unchanged, read_mixture
+        from model.corridor.mixture import check_source_unchanged, read_mixture
 
         try:
             self.manifest = read_mixture(path)
@@ -515,7 +515,7 @@ class MixtureLoader(WindowLoader):
 def open_training_data(path):
     """(train data, {name: val TokenShards}) of a token set folder or of a mixture (file, or folder with
     mixture.json). A token set's val split is named ``""``; it is left out when missing or empty."""
-    from corridor.mixture import is_mixture
+    from model.corridor.mixture import is_mixture
 
     if is_mixture(path):
         mixture = TokenMixture(path)

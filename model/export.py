@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from corridor.files import atomic_dir
+from model.corridor.files import atomic_dir
 from model.errors import UserValueError
 from model.checkpoint import load_model_for_inference
 from model.gpt import GPT, GPTConfig

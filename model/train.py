@@ -63,7 +63,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from corridor.files import write_json_atomic, write_text_atomic
+from model.corridor.files import write_json_atomic, write_text_atomic
 from model import checkpoint as ckpt
 from model.data import TokenDataError, TokenMixture, WindowLoader, make_window_loader, open_training_data
 from model.flops import flops_per_token, mfu, peak_flops_for_device

@@ -76,8 +76,8 @@ def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> 
     docs = [e.ids + [eot] for e in tok.encode_batch(lines)]
     val = [e.ids + [eot] for e in tok.encode_batch(held_out)]
     facts = dict(vocab_size=tok.get_vocab_size(), eot_id=eot)
-    try:  # the token-set writer (corridor/token_shards.py), else the older one in model/data.py
-        from corridor.token_shards import chunk_documents, write_token_set
+    try:  # the token-set writer (model/corridor/token_shards.py), else the older one in model/data.py
+        from model.corridor.token_shards import chunk_documents, write_token_set
     except ImportError:
         from model.data import write_token_shards
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, require_shared
-from corridor.token_shards import chunk_documents, write_token_set
+from model.corridor.token_shards import chunk_documents, write_token_set
 from model.train import TrainConfig, train
 
 COMMON = ["--preset", "tiny", "--block-size", "32", "--max-steps", "2", "--device", "cpu", "--dtype", "float32",

@@ -11,8 +11,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from corridor.files import atomic_path, current_umask, write_bytes_atomic
-from corridor.token_shards import write_token_set
+from model.corridor.files import atomic_path, current_umask, write_bytes_atomic
+from model.corridor.token_shards import write_token_set
 from model.checkpoint import save_checkpoint
 from model.export import export_model
 from model.gpt import GPT, GPTConfig

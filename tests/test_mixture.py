@@ -1,6 +1,6 @@
 """Data mixing (issue #15): ``refinery mix`` plans a mixture of token sets, the trainer reads it.
 
-Token sets are written with the format's one writer (corridor/token_shards.py ``write_token_set``); each
+Token sets are written with the format's one writer (model/corridor/token_shards.py ``write_token_set``); each
 source's token ids encode (source, position) so a window shows where it came from."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from corridor.mixture import format_table, plan_mixture, read_mixture, source_facts
-from corridor.token_shards import chunk_documents, write_token_set
+from model.corridor.mixture import format_table, plan_mixture, read_mixture, source_facts
+from model.corridor.token_shards import chunk_documents, write_token_set
 from model.data import MixtureLoader, TokenDataError, TokenMixture, open_training_data
 from pipeline.cli import main as refinery
 

@@ -199,7 +199,7 @@ def test_mlm_under_torchrun_ddp_matches_one_process(tmp_path, shared_data):
     import sys
 
     from conftest import REPO
-    from corridor.token_shards import chunk_documents, write_token_set
+    from model.corridor.token_shards import chunk_documents, write_token_set
     from model.train import TrainConfig, train
 
     text = (shared_data / "text" / "tinyshakespeare.txt").read_bytes()[:60_000]

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from corridor.token_shards import chunk_documents, write_token_set
+from model.corridor.token_shards import chunk_documents, write_token_set
 from model.data import TokenDataError, TokenShards, WindowLoader, open_token_split, split_files
 
 EOT = 60000

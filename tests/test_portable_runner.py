@@ -131,7 +131,7 @@ def _stage_project(site: Path, work: Path) -> str:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    packages = [p for p in ("pipeline", "model", "corridor") if (REPO / p).is_dir()]
+    packages = [p for p in ("pipeline", "model") if (REPO / p).is_dir()]
     for package in packages:
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     proc = subprocess.run(

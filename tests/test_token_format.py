@@ -1,4 +1,4 @@
-"""The token-shard format has one definition (corridor/token_shards.py): the Beam pipeline's writer and the
+"""The token-shard format has one definition (model/corridor/token_shards.py): the Beam pipeline's writer and the
 small local writer produce the same bytes, and the trainer's reader (model/data.py) refuses what it cannot
 trust (unknown format or version, a file of the wrong size or content) with a user error naming the file."""
 
@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from corridor.token_shards import (FORMAT_VERSION, chunk_documents, shard_metadata, token_dtype_name,
+from model.corridor.token_shards import (FORMAT_VERSION, chunk_documents, shard_metadata, token_dtype_name,
                                    write_token_set)
 from model.data import TokenDataError, open_token_split, verify_token_checksums
 from model.errors import UserError

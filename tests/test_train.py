@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import require_shared
 from model.checkpoint import list_checkpoints, load_model_for_inference
-from corridor.token_shards import chunk_documents, write_token_set
+from model.corridor.token_shards import chunk_documents, write_token_set
 from model.flops import flops_per_token, matmul_params, mfu, peak_flops_for_device
 from model.gpt import GPT, config_from_preset
 from model.train import (NonFiniteLossError, TrainConfig, add_arguments, config_from_args, lr_at, param_groups,

@@ -40,7 +40,7 @@ DRIVER = textwrap.dedent('''
 
 
 def _tokens(tmp_path):
-    from corridor.token_shards import chunk_documents, write_token_set
+    from model.corridor.token_shards import chunk_documents, write_token_set
 
     text = require_shared("text", "botchan.txt").read_bytes()[:120_000]
     docs = [list(p) + [256] for p in text.split(b"\n\n") if p]

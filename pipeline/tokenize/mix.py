@@ -4,7 +4,7 @@
                  --epochs web=1 wiki=3 books=2 --output runs/mix.json [--dry-run]
     refinery mix --source ... --shares web=0.8 wiki=0.1 books=0.1 --budget 2e8 --output runs/mix.json
 
-No data is copied: the manifest (``corridor/mixture.py``) names each source folder with its tokens,
+No data is copied: the manifest (``model/corridor/mixture.py``) names each source folder with its tokens,
 documents, epochs, share of the mixture and the sha256 of its token manifest, and the trainer reads it
 with ``refinery pretrain --tokens runs/mix.json``. ``--dry-run`` prints the table (the Pile paper's Table 1)
 and writes nothing. Every source's shard checksums are verified (a full read of the data; ``--no-verify``
@@ -17,10 +17,10 @@ import argparse
 from pathlib import Path
 from typing import Dict
 
-from corridor import FormatError
-from corridor.mixture import (format_table, parse_assignments, parse_weights, plan_mixture, source_facts,
+from model.corridor import FormatError
+from model.corridor.mixture import (format_table, parse_assignments, parse_weights, plan_mixture, source_facts,
                               write_mixture)
-from corridor.token_shards import verify_token_set
+from model.corridor.token_shards import verify_token_set
 from pipeline.tokenize import UsageError
 
 

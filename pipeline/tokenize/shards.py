@@ -1,7 +1,7 @@
 """Writing token shards from the Beam pipeline: sharding, object stores, stale files, the tokenizer's facts.
 
 The format itself (schema, dtype rule, file names, manifest with version and checksums) is defined once
-in ``corridor/token_shards.py``, which the trainer's reader (``model/data.py``) uses too; this module adds
+in ``model/corridor/token_shards.py``, which the trainer's reader (``model/data.py``) uses too; this module adds
 what only the pipeline needs: a document goes to shard ``stable_hash64(id) % N`` and to the validation
 split by a salted stable hash of its id, shards are written atomically to local disk or any Beam
 filesystem (``gs://...``), shard indexes that got no document get an empty shard, part files of earlier
@@ -19,8 +19,8 @@ from typing import Dict, Iterable, List, Mapping, Tuple
 import numpy as np
 import pyarrow as pa
 
-from corridor import FormatError
-from corridor.token_shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SPLITS, TOKENIZER_NAME,  # noqa: F401
+from model.corridor import FormatError
+from model.corridor.token_shards import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, SPLITS, TOKENIZER_NAME,  # noqa: F401
                                    UINT16_MAX_VOCAB, Row, arrow_tokens_type, build_manifest, check_manifest,
                                    encode_shard, manifest_bytes, rows_to_record_batch, serialize_record_batch,
                                    sha256_file, shard_file_name, shard_metadata, sort_rows, token_dtype_name,

@@ -1,9 +1,10 @@
 """The corridor between the two wings: the file formats that ``pipeline`` writes and ``model`` reads.
 
-``pipeline`` (Beam) and ``model`` (PyTorch) never import each other (``pipeline`` imports ``model`` only
-from its command-line front door), and the trainer runs on machines without Beam. What the wings share is
-files, so the *description* of those files lives here, once, in modules that import only the standard
-library, NumPy and pyarrow:
+``model`` never imports ``pipeline``, and the trainer runs on machines without Beam, so the *description* of
+the files the wings share lives here, once, on the reading side: ``model/corridor/`` imports only the standard
+library, NumPy and pyarrow (never torch, never Beam). It is the one part of ``model`` that the pipeline wing
+imports outside its command-line front door: the writer conforms to the format its reader owns. (It sat in a
+top-level ``corridor/`` package for a while; the repository keeps its agreed top level.)
 
 - ``token_shards.py``: the token-shard format (schema, dtype rule, file names, manifest with version and
   checksums, its validation) and a small local writer built from the same functions the Beam writer uses.

@@ -45,8 +45,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
-from corridor import FormatError
-from corridor.files import write_bytes_atomic
+from model.corridor import FormatError
+from model.corridor.files import write_bytes_atomic
 
 FORMAT_NAME = "webrefinery-token-shards"
 FORMAT_VERSION = 1

@@ -32,9 +32,9 @@ import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from corridor import FormatError
-from corridor.files import write_bytes_atomic
-from corridor.token_shards import MANIFEST_NAME, read_manifest
+from model.corridor import FormatError
+from model.corridor.files import write_bytes_atomic
+from model.corridor.token_shards import MANIFEST_NAME, read_manifest
 
 FORMAT_NAME = "webrefinery-token-mixture"
 FORMAT_VERSION = 1
