@@ -191,7 +191,7 @@ def run(args) -> Dict[str, Any]:
                "splits": _splits(results),
                "final_train_loss": summary.get("final_loss"), "seconds": round(time.time() - t0, 1)}
         table.append(row)
-    from corridor.mixture import read_mixture
+    from model.corridor.mixture import read_mixture
 
     for name, path in _mixture_arms(args):
         t0 = time.time()
@@ -219,8 +219,8 @@ def run(args) -> Dict[str, Any]:
 
 def _mixture_arms(args) -> List[tuple]:
     """(name, mixture path) of each --mixture arm, checked before anything is trained."""
-    from corridor import FormatError
-    from corridor.mixture import parse_assignments, read_mixture
+    from model.corridor import FormatError
+    from model.corridor.mixture import parse_assignments, read_mixture
 
     try:
         arms = list(parse_assignments(getattr(args, "mixture", None) or [], "--mixture").items())
