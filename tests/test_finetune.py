@@ -242,3 +242,18 @@ def test_ablate_downstream_column_has_dev_accuracy_and_its_standard_error(tiny_c
     metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert metrics["dev"]["accuracy"] == p
     assert "sst2:acc_stderr" in format_table([{"pipeline": "x", **cols}])
+
+
+def test_refinery_finetune_command_trains_and_exports(tiny_causal_run, tmp_path, shared_data, capsys):
+    from pipeline.cli import main
+
+    out, hf = tmp_path / "run", tmp_path / "hf"
+    rc = main(["finetune", "--checkpoint", str(tiny_causal_run), "--task", "sst2", "--out", str(out),
+               "--max-steps", "6", "--eval-every", "3", "--batch-size", "8", "--limit-train", "64",
+               "--limit-dev", "16", "--device", "cpu", "--no-progress", "--export", str(hf)])
+    assert rc in (0, None)
+    stdout = capsys.readouterr().out
+    printed = json.loads(stdout[stdout.index("{"):])
+    assert printed["steps"] == 6 and printed["export"] == str(hf)
+    assert json.loads((hf / "config.json").read_text())["architectures"] == ["LlamaForSequenceClassification"]
+    assert main(["finetune", "--checkpoint", str(tiny_causal_run), "--task", "imdb", "--out", str(out)]) == 2
