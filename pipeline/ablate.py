@@ -201,8 +201,10 @@ def run(args) -> Dict[str, Any]:
         results = _evaluate(os.path.join(out, f"mix-{name}", "run"), path, args)
         with open(os.path.join(out, f"mix-{name}", "eval.json"), "w") as fh:
             json.dump(results, fh, indent=1)
+        downstream = _downstream(os.path.join(out, f"mix-{name}", "run"), os.path.join(out, f"mix-{name}", "finetune"),
+                                 args) if args.finetune else {}
         table.append({"pipeline": f"mix:{name}", "documents": sum(int(s["documents"]) for s in mixture["sources"]),
-                      "train_tokens": int(mixture["total_tokens"]), **_headline(results),
+                      "train_tokens": int(mixture["total_tokens"]), **_headline(results), **downstream,
                       "splits": _splits(results), "final_train_loss": summary.get("final_loss"),
                       "seconds": round(time.time() - t0, 1)})
     result = {"pipelines": pipelines, "preset": args.preset, "max_steps": args.max_steps, "batch_size": args.batch_size,
