@@ -14,7 +14,7 @@
 # and run with --sdk_container_image=<that tag> --sdk_location=container.
 #
 # The Python minor version and Beam version must equal the launcher's (`refinery run` translates and
-# pickles the graph with its own interpreter and SDK); tests/test_remote_runners.py checks BEAM_VERSION
+# pickles the graph with its own interpreter and SDK); tests/pipeline/test_remote_runners.py checks BEAM_VERSION
 # against requirements-workers.txt.
 ARG PYTHON_VERSION=3.11
 ARG BEAM_VERSION=2.77.0

@@ -2,7 +2,7 @@
 
 Both modes of ``substring_dedup`` run on the same documents in one command, through Beam's in-process
 runner (pipeline.dedup.local.run_dedup), and must give identical output (checked here, and by
-tests/test_substring.py on planted corpora). Printed per mode: wall time, and the elements that go
+tests/pipeline/dedup/test_substring.py on planted corpora). Printed per mode: wall time, and the elements that go
 through the shuffles, with their approximate size on the wire:
 
 * ``all``: one element per distinct k-token window of every document (16-byte fingerprint + 16-byte

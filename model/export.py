@@ -19,8 +19,8 @@ tensor is stored in it and ``torch_dtype`` in ``config.json`` says so, so that
 ``from_pretrained(out_dir, dtype="auto")`` and serving stacks run the model in that precision without a
 silent down-cast. ``LOGIT_TOLERANCE`` states how far the logits of such a folder, loaded in
 transformers and run in its dtype, may be from our float32 model's: ``max |Δlogit| <= tol x max
-|logit|`` (tests/test_export.py checks it; measured 1.2-2.2% for bfloat16, 0.16-0.33% for float16 and
-0 for float32 on its 2-layer random models, 64 tokens, CPU: ``pytest -s tests/test_export.py -k
+|logit|`` (tests/model/test_export.py checks it; measured 1.2-2.2% for bfloat16, 0.16-0.33% for float16 and
+0 for float32 on its 2-layer random models, 64 tokens, CPU: ``pytest -s tests/model/test_export.py -k
 reduced_precision`` prints them).
 
 The folder loads offline with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and

@@ -50,13 +50,42 @@ def trickle():
     return _Trickle
 
 
+def train_bpe(texts, vocab_size: int):
+    """A byte-level BPE (``<|endoftext|>`` is id 0) trained on ``texts`` with Hugging Face ``tokenizers``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       show_progress=False))
+    return tok
+
+
+@pytest.fixture(scope="session")
+def make_bpe():
+    """``make_bpe(texts, vocab_size)``: a byte-level BPE trained on ``texts`` (see ``train_bpe``)."""
+    return train_bpe
+
+
+@pytest.fixture(scope="session")
+def shakespeare_bpe(tmp_path_factory) -> Path:
+    """``tokenizer.json`` of a 512-token byte-level BPE trained once per test run (~0.1 s) on the first 200,000
+    characters of tinyshakespeare, in 2,000-character pieces: the tokenizer of the model wing's unit tests."""
+    text = require_shared("text", "tinyshakespeare.txt").read_text(encoding="utf-8")[:200_000]
+    path = tmp_path_factory.mktemp("shakespeare-bpe") / "tokenizer.json"
+    train_bpe([text[i:i + 2000] for i in range(0, len(text), 2000)], 512).save(str(path))
+    return path
+
+
 def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> Path:
     """A tiny model pretrained briefly on SST-2 training sentences (lower-cased) and WNUT-17 training
     text (cased social media, in the file's ~1,000 blank-line-separated chunks) with its own byte-level BPE (1,024 tokens): the base checkpoint
     of the fine-tuning and MLM tests. Returns the run directory."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    from model.corridor.token_shards import chunk_documents, write_token_set
     from model.train import TrainConfig, train
 
     lines = [l.split("\t")[0] for l in require_shared("finetune", "sst2", "train.tsv").read_text().splitlines()[1:]]
@@ -64,29 +93,15 @@ def _tiny_pretrained(out: Path, objective: str = "causal", steps: int = 150) -> 
     wnut = require_shared("finetune", "wnut17", "wnut17train.conll").read_text(encoding="utf-8").split("\n\n")
     cased = [" ".join(l.split("\t")[0] for l in block.splitlines() if l.strip()) for block in wnut]
     lines = [l for pair in zip(lines[:20000], cased + [""] * 20000) for l in pair if l][:24000]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=1024, special_tokens=["<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
+    tok = train_bpe(lines, 1024)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     eot = tok.token_to_id("<|endoftext|>")
     docs = [e.ids + [eot] for e in tok.encode_batch(lines)]
     val = [e.ids + [eot] for e in tok.encode_batch(held_out)]
     facts = dict(vocab_size=tok.get_vocab_size(), eot_id=eot)
-    try:  # the token-set writer (model/corridor/token_shards.py), else the older one in model/data.py
-        from model.corridor.token_shards import chunk_documents, write_token_set
-    except ImportError:
-        from model.data import write_token_shards
-
-        write_token_shards(out / "tokens", "train", docs[:22000], docs_per_shard=11000,
-                           tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
-        write_token_shards(out / "tokens", "val", val, **facts)
-    else:
-        write_token_set(out / "tokens", {"train": chunk_documents(docs[:22000], 11000), "val": [val]},
-                        tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
+    write_token_set(out / "tokens", {"train": chunk_documents(docs[:22000], 11000), "val": [val]},
+                    tokenizer_json=(out / "tokenizer.json").read_text(), **facts)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -3,7 +3,7 @@
 What is indexed. By default the sets that ``refinery eval`` scores, read from the same folder
 (``$WEBREFINERY_EVAL_DIR``, else ``$WEBREFINERY_DATA/eval``, else ``../shared/data/eval``) and the same
 files, formatted exactly as ``model/evaluate/tasks.py`` formats them (``load_eval_items`` mirrors those
-loaders: the pipeline wing may not import the model wing, and ``tests/test_quality_decontam.py``
+loaders: the pipeline wing may not import the model wing, and ``tests/pipeline/quality/test_quality_decontam.py``
 checks that both give the same items, so the two cannot drift apart). From each item, the passages are
 the prompt's own text without the harness's template words (``Question: ... Answer:``) followed by each
 answer choice: ``question + " " + choice`` for ARC and PIQA, ``context + " " + ending`` for HellaSwag,

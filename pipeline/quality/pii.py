@@ -5,7 +5,7 @@ fuzzer and the benchmark call it directly.
 
 Kinds and their patterns (every quantifier is bounded, and each pattern starts with a fixed-width
 look-behind, so the work per start position is bounded and a whole text is scanned in linear time;
-``tests/test_quality_pii.py`` checks this on adversarial input):
+``tests/pipeline/quality/test_quality_pii.py`` checks this on adversarial input):
 
 - ``email``: ``local@domain.tld``; local part 1-64 of ``A-Za-z0-9._%+-`` starting with a letter, digit
   or ``_``, domain labels 1-63 of

@@ -14,7 +14,7 @@ is derived from that table when the class is created (``Stage.__init_subclass__`
   ``process`` is ``doc.update(self.measure(text)); return self.check(doc)``;
 - the HTML report's threshold lines (``pipeline.html_report.threshold_signals``).
 
-A complete filter stage (the README's "Adding a stage" example; ``tests/test_stage_rules.py`` runs it)::
+A complete filter stage (the README's "Adding a stage" example; ``tests/pipeline/stages/test_stage_rules.py`` runs it)::
 
     import pyarrow as pa
     from pipeline.stages.base import DocumentStage, Param, Rule, register

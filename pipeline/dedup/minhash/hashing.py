@@ -6,7 +6,7 @@ tokenizer-free equivalent used by datatrove and DCLM (5 words are about 6-7 GPT-
 shingle's UTF-8 bytes are hashed to 32 bits and pushed through ``num_perm`` random permutations;
 the signature is the per-permutation minimum.
 
-Compatibility with datasketch (checked by tests/test_minhash.py against the installed version):
+Compatibility with datasketch (checked by tests/pipeline/dedup/test_minhash.py against the installed version):
 
 - scheme ``"affine32"`` (datasketch >= 2.0 default): ``h = sha1(shingle)[:4]`` read little-endian
   (``datasketch.hashfunc.sha1_hash32``), pre-mixed once with the 32-bit MurmurHash3 finalizer
