@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
 
+from model.corridor.files import atomic_dir
 from model.errors import UserValueError
 from model.export import llama_config_dict, llama_state_dict, tokenizer_files
 from model.finetune.lora import merge_lora
 from model.finetune.train import load_finetuned
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def export_classifier(run_dir, out_dir, dtype: str = "float32", eos_token: str = "<|endoftext|>") -> Path:
@@ -72,25 +65,9 @@ def export_classifier(run_dir, out_dir, dtype: str = "float32", eos_token: str =
         "problem_type": "single_label_classification",
     })
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:  # every file gets the umask's mode, then the folder replaces out_dir
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         for name, obj in {"config.json": config, **tok_files}.items():
             (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         shutil.copyfile(tok_json, tmp / "tokenizer.json")
-        for p in tmp.iterdir():
-            os.chmod(p, 0o666 & ~_umask())
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

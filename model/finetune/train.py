@@ -28,11 +28,8 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
-import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model import checkpoint as ckpt
+from model.corridor.files import atomic_dir
 from model.errors import UserError, UserValueError
 from model.finetune.data import IGNORE_INDEX, Encoded, TaskData, encode_examples, load_task
 from model.finetune.heads import Classifier, TrainableView, trainable_state
@@ -232,26 +230,10 @@ def _resolve_device(name: str) -> str:
 def _write_best(run_dir: Path, model: Classifier, meta: dict, scores: dict, step: int) -> None:
     from safetensors.torch import save_file
 
-    tmp = run_dir / f".best-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     tensors = {k: v.to("cpu").contiguous().clone() for k, v in trainable_state(model).items()}
-    save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "webrefinery-finetune"})
-    os.chmod(tmp / WEIGHTS_FILE, 0o666 & ~_umask())
-    (tmp / META_FILE).write_text(json.dumps({**meta, "step": step, "dev": scores}, indent=1, sort_keys=True) + "\n")
-    final = run_dir / BEST_DIR
-    if final.exists():
-        old = run_dir / f".best-old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_dir(run_dir / BEST_DIR) as tmp:  # files get the umask's mode (safetensors alone writes 0600)
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "webrefinery-finetune"})
+        (tmp / META_FILE).write_text(json.dumps({**meta, "step": step, "dev": scores}, indent=1, sort_keys=True) + "\n")
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
