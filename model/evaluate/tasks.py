@@ -31,7 +31,6 @@ folder, but only when ``allow_download=True`` (the CLI's ``--download``), never 
 
 from __future__ import annotations
 
-from model.errors import UserError
 import json
 import os
 import re
@@ -40,6 +39,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from model.corridor.files import atomic_path
+from model.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_DIR_ENV = "WEBREFINERY_EVAL_DIR"
@@ -334,11 +336,10 @@ def fetch_task_files(base_url: str, names: list[str], cache_dir: Path | None = N
                 "is off: pass --download (allow_download=True) to fetch it, or point --data-dir at a local folder"
             )
         url = base_url.rstrip("/") + "/" + urllib.parse.quote(name)
-        tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as out:  # noqa: S310
+        with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=60) as response, \
+                open(tmp, "wb") as out:  # noqa: S310
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        tmp.rename(target)
     return cache
 
 

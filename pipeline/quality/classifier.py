@@ -38,6 +38,7 @@ import numba
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.io.shards import write_bytes_atomically
 
 FASTTEXT_MAGIC = 793712314
 FASTTEXT_VERSION = 12
@@ -269,10 +270,7 @@ def save_model(model: TrainedModel, path: str) -> str:
         buf += struct.pack("<?", False)
         buf += struct.pack("<qq", *mat.shape)
         buf += np.ascontiguousarray(mat, dtype="<f4").tobytes()
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(buf)
-    os.replace(tmp, path)
+    write_bytes_atomically(str(path), bytes(buf))
     return hashlib.sha256(buf).hexdigest()
 
 
