@@ -267,10 +267,10 @@ def evaluate_mlm(model, token_ids: Sequence[int], mask_id: int, data_vocab: int,
 
 
 def run_mlm_eval(args, model, config, tokenizer_json: str, step_dir: Path) -> dict:
-    """``refinery eval`` for an MLM checkpoint: ``--tasks mlm`` on ``--text`` (default WikiText-2 raw test)."""
+    """``refinery eval`` for an MLM checkpoint: ``--tasks mlm`` on ``--text`` (default WikiText-2 raw test);
+    returns the results (the eval command writes and prints them as for a causal checkpoint)."""
     from tokenizers import Tokenizer
 
-    from model.evaluate.cli import format_results_table
     from model.evaluate.tasks import DEFAULT_BPB_TEXT, local_task_dir
 
     requested = [t.strip() for t in str(args.tasks).split(",") if t.strip()]
@@ -291,12 +291,5 @@ def run_mlm_eval(args, model, config, tokenizer_json: str, step_dir: Path) -> di
     if args.max_tokens:
         ids = ids[: args.max_tokens]
     device = next(model.parameters()).device
-    results = {"mlm": {**evaluate_mlm(model, ids, mask_id, data_vocab, [eot] if eot is not None else [],
-                                      batch_size=args.batch_size, device=device), "source": str(path)}}
-    output = Path(args.output) if args.output else Path(step_dir) / "eval.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"checkpoint: {step_dir}")
-    print(format_results_table(results))
-    print(f"results: {output}")
-    return results
+    return {"mlm": {**evaluate_mlm(model, ids, mask_id, data_vocab, [eot] if eot is not None else [],
+                                   batch_size=args.batch_size, device=device), "source": str(path)}}

@@ -243,13 +243,14 @@ def run_eval(args: argparse.Namespace) -> dict:
     if getattr(_config, "bidirectional", False):  # a masked-LM checkpoint: masked-token scores only (model/mlm.py)
         from model.mlm import run_mlm_eval
 
-        return run_mlm_eval(args, model, _config, tokenizer_json, step_dir)
-    bpb_params = BPBParams(stride=args.stride, batch_size=max(1, args.batch_size // 4), max_tokens=args.max_tokens,
-                           dtype=args.dtype)
-    results = evaluate(model, tokenizer_json, args.tasks, args.data_dir, args.limit, batch_size=args.batch_size,
-                       device=device, dtype=args.dtype, text=args.text, tokens=args.tokens, bpb_params=bpb_params,
-                       allow_download=args.download, split=args.split, samples_dir=args.log_samples,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        results = run_mlm_eval(args, model, _config, tokenizer_json, step_dir)
+    else:
+        bpb_params = BPBParams(stride=args.stride, batch_size=max(1, args.batch_size // 4), max_tokens=args.max_tokens,
+                               dtype=args.dtype)
+        results = evaluate(model, tokenizer_json, args.tasks, args.data_dir, args.limit, batch_size=args.batch_size,
+                           device=device, dtype=args.dtype, text=args.text, tokens=args.tokens, bpb_params=bpb_params,
+                           allow_download=args.download, split=args.split, samples_dir=args.log_samples,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
     output = Path(args.output) if args.output else Path(step_dir) / "eval.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
