@@ -44,19 +44,12 @@ from pipeline.quality.stages import (  # noqa: E402
 )
 from pipeline.stages.base import apply_stage  # noqa: E402
 
+from bench_filters import cpu_time  # noqa: E402  (best CPU time of repeated runs; bench/ is on the path)
+
 
 def load_docs():
     with gzip.open(DATA / "cc" / "cc-main-2019-30-extracted.jsonl.gz", "rt", encoding="utf-8") as fh:
         return [{"id": str(i), "text": json.loads(line).get("text") or ""} for i, line in enumerate(fh)]
-
-
-def cpu_time(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return best
 
 
 def bench_stage(name, stage, docs, repeat):

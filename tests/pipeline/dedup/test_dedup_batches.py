@@ -13,27 +13,14 @@ import gzip
 import json
 import random
 
-import apache_beam as beam
 import numpy as np
 import pytest
 
+from bench import bench_dedup
 from pipeline.dedup import packed
 from pipeline.dedup.local import run_dedup
 from pipeline.dedup.stages import ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, UrlDedupParams, UrlDedupStage
 from pipeline.document import make_document
-
-
-class Chain(beam.PTransform):
-    def __init__(self, stages):
-        super().__init__()
-        self.stages = stages
-
-    def expand(self, docs):
-        rejected = []
-        for stage in self.stages:
-            docs, rej = docs | stage.name >> stage.beam_transform()
-            rejected.append(rej)
-        return docs, tuple(rejected) | "AllRejected" >> beam.Flatten()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +55,7 @@ def corpus(shared_data):
 def test_batch_sizes_never_change_what_dedup_keeps(corpus, minhash, monkeypatch):
     def run():
         stages = [ExactDedupStage(ExactDedupParams()), UrlDedupStage(UrlDedupParams()), MinhashDedupStage(minhash)]
-        kept, rejected, metrics = run_dedup(Chain(stages), corpus)
+        kept, rejected, metrics = run_dedup(bench_dedup.Dedup(stages), corpus)
         return json.dumps(kept, sort_keys=True), json.dumps(rejected, sort_keys=True), metrics
 
     kept, rejected, metrics = run()
