@@ -3,7 +3,7 @@ data, reduced to the SHA-256 of every shard file and the report's counts.
 
 Refactors must keep outputs byte-identical (README, "Standards"). ``tests/e2e/test_golden.py`` reruns this
 and compares with ``golden_outputs.json``, which was written by the commit before the structural refactor
-(#18). Regenerate it only when a change is *meant* to change outputs (or a pinned dependency moved), and
+(#18), with the inputs read by a relative path (see ``compute``). Regenerate it only when a change is *meant* to change outputs (or a pinned dependency moved), and
 say so in the commit:
 
     WEBREFINERY_DATA=../shared/data .venv/bin/python tests/e2e/golden.py --write
@@ -56,8 +56,8 @@ def _manifest_rows(out: Path) -> Dict:
     return {kind: [[e["name"], e.get("rows")] for e in m.get(kind, [])] for kind in ("documents", "rejected")}
 
 
-def _refinery(*args: str, cwd: Path) -> None:
-    env = dict(os.environ, REFINERY_PROGRESS="0")
+def _refinery(*args: str, cwd: Path, repo: Path) -> None:
+    env = dict(os.environ, REFINERY_PROGRESS="0", PYTHONPATH=str(repo))
     cmd = [sys.executable, "-m", "pipeline.cli", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -65,8 +65,17 @@ def _refinery(*args: str, cwd: Path) -> None:
 
 
 def compute(work: Path, data: Path, repo: Path) -> Dict:
-    """Run everything into ``work``; return {name: {files, counts, rows}}."""
-    warcs = [str(data / "warc" / w) for w in WARCS]
+    """Run everything into ``work``; return {name: {files, counts, rows}}.
+
+    The inputs are read through ``work/data`` (a link to ``data``) by a relative path, run from ``work``:
+    shards record each document's ``source`` as given, and that path is part of the key that picks its
+    shard, so absolute paths would tie the hashes to where the checkout and the data happen to live.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    link = work / "data"
+    if not link.exists():
+        link.symlink_to(Path(data).resolve(), target_is_directory=True)
+    warcs = [f"data/warc/{w}" for w in WARCS]
     result: Dict[str, Dict] = {}
     tok_dir = work / "tok"
     for name in PIPELINES:
@@ -75,12 +84,12 @@ def compute(work: Path, data: Path, repo: Path) -> Dict:
         if name == "refinedweb_tokens":
             os.environ["WEBREFINERY_TOKENIZER"] = str(tok_dir / "tokenizer.json")
             os.environ["WEBREFINERY_TOKENS"] = str(work / "rw_tokens_tokens")
-        _refinery(*args, cwd=repo)
+        _refinery(*args, cwd=work, repo=repo)
         result[name] = {"files": _files(out), "counts": _report_counts(out), "rows": _manifest_rows(out)}
         if name == "refinedweb_fast":  # the tokenizer chain on this run's shards, before refinedweb_tokens needs it
-            _refinery("train-tokenizer", "--input", str(out / "documents"), "--output", str(tok_dir), "--vocab-size", "1024", cwd=repo)
+            _refinery("train-tokenizer", "--input", str(out / "documents"), "--output", str(tok_dir), "--vocab-size", "1024", cwd=work, repo=repo)
             _refinery("tokenize", "--input", str(out / "documents"), "--tokenizer", str(tok_dir / "tokenizer.json"),
-                      "--output", str(work / "tokens"), cwd=repo)
+                      "--output", str(work / "tokens"), cwd=work, repo=repo)
             result["train-tokenizer"] = {"files": _files(tok_dir)}
             result["tokenize"] = {"files": _files(work / "tokens")}
     result["refinedweb_tokens:tokens"] = {"files": _files(work / "rw_tokens_tokens")}
