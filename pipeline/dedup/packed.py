@@ -201,15 +201,21 @@ class RecordBatches:
             yield shard, b"".join(buf)
 
 
-def records_of(blobs: Iterable[bytes]) -> Iterator[Any]:
-    """The records of record batches (``RecordBatches``), in order."""
+def raw_records_of(blobs: Iterable[bytes]) -> Iterator[memoryview]:
+    """The records of record batches (``RecordBatches``) as the bytes that were added, in order."""
     for blob in blobs:
         view, pos, end = memoryview(blob), 0, len(blob)
         while pos < end:
             (length,) = _LENGTH.unpack_from(blob, pos)
             pos += 4
-            yield unpack_record(view[pos : pos + length])
+            yield view[pos : pos + length]
             pos += length
+
+
+def records_of(blobs: Iterable[bytes]) -> Iterator[Any]:
+    """The records of record batches (``RecordBatches``), in order."""
+    for record in raw_records_of(blobs):
+        yield unpack_record(record)
 
 
 class ShardedColumns:

@@ -17,6 +17,8 @@ from pipeline.dedup.minhash.stage import MinhashDedupParams, MinhashDedupStage  
 from pipeline.stages.base import CollectionStage, check_range, register
 
 NORMALIZATIONS = ("full", "whitespace", "none")
+# dedup stages whose consecutive runs the graph builder hands to one transform (``fused.FusedDedup``)
+FUSABLE = ("exact_dedup", "url_dedup", "minhash_dedup")
 CANDIDATES = ("winnow", "all")
 
 
@@ -94,3 +96,8 @@ class SubstringDedupStage(CollectionStage):
         from pipeline.dedup.substring import SubstringDedup
 
         return SubstringDedup(self.name, self.params)
+
+
+def fusable(stage) -> bool:
+    """Whether ``stage`` can be part of a run of dedup stages fused into one transform (``fused.FusedDedup``)."""
+    return isinstance(stage, CollectionStage) and stage.name in FUSABLE
