@@ -7,7 +7,8 @@ Shape of the graph:
     paths -> [Reshuffle] -> ReadFile (records; read rejections) -> [Reshuffle after the stage that
           declares shrinks_documents, e.g. extract]
           -> ApplyStages(run of consecutive document stages, one fused DoFn)
-          -> CollectionStage (dedup: its own transform) -> ApplyStages(...) -> ...
+          -> CollectionStage (dedup: its own transform; a run of consecutive exact/URL/MinHash dedup stages:
+             one FusedDedup, the documents shuffled once) -> ApplyStages(...) -> ...
           -> kept: WriteArrowShards(documents/)    rejected (doc, reason): WriteArrowShards(rejected/)
           -> manifest.json (in the graph, so it works on remote runners too)
 
@@ -203,6 +204,14 @@ def apply_collection_stage(pcoll, stage: CollectionStage):
     return kept, rejected
 
 
+def apply_fused_dedup(pcoll, stages: Sequence[CollectionStage]):
+    """A run of consecutive dedup stages as one transform (``pipeline.dedup.fused``: the documents cross one
+    shuffle), counted per stage as ``apply_collection_stage`` counts a single one."""
+    from pipeline.dedup.fused import FusedDedup
+
+    return pcoll | "+".join(s.name for s in stages) >> FusedDedup(stages, counters=_Counters)
+
+
 def _with_reason(pair: Tuple[Document, str]) -> Document:
     doc, why = pair
     doc = dict(doc)
@@ -262,13 +271,17 @@ def spread_point(stages: Sequence[Stage]) -> Optional[Stage]:
 
 
 class _Step(NamedTuple):
-    stages: Tuple[Stage, ...]  # consecutive document stages (fused into one DoFn), or one collection stage
+    stages: Tuple[Stage, ...]  # consecutive document stages (fused into one DoFn), one collection stage, or
+                               # a run of consecutive fusable dedup stages (pipeline.dedup.stages.fusable)
     collection: bool = False
     spread_after: bool = False  # Reshuffle the kept documents after this step
 
 
 def plan_steps(stages: Sequence[Stage], spread: bool) -> List[_Step]:
-    """The graph's steps in order: runs of document stages cut at collection stages and at the spread point."""
+    """The graph's steps in order: runs of document stages cut at collection stages and at the spread point;
+    consecutive fusable dedup stages (exact, URL, MinHash) are one step."""
+    from pipeline.dedup.stages import fusable
+
     point = spread_point(stages) if spread else None
     steps: List[_Step] = []
     pending: List[Stage] = []
@@ -277,7 +290,10 @@ def plan_steps(stages: Sequence[Stage], spread: bool) -> List[_Step]:
             if pending:
                 steps.append(_Step(tuple(pending)))
                 pending = []
-            steps.append(_Step((stage,), collection=True))
+            if fusable(stage) and steps and steps[-1].collection and fusable(steps[-1].stages[-1]):
+                steps[-1] = _Step(steps[-1].stages + (stage,), collection=True)
+            else:
+                steps.append(_Step((stage,), collection=True))
         else:
             pending.append(stage)
             if stage is point:
@@ -318,7 +334,8 @@ class RefineGraph(beam.PTransform):
         rejected = [rejected]
         for step in steps:
             if step.collection:
-                docs, rej = apply_collection_stage(docs, step.stages[0])
+                docs, rej = (apply_collection_stage(docs, step.stages[0]) if len(step.stages) == 1
+                             else apply_fused_dedup(docs, step.stages))
             else:
                 docs, rej = apply_document_stages(docs, step.stages, label="Stages[" + ",".join(s.name for s in step.stages) + "]")
             rejected.append(rej)

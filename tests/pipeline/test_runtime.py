@@ -55,12 +55,13 @@ def test_documents_are_spread_after_the_stage_that_declares_it(shared_data):
     point = spread_point(stages)
     assert point is not None and point.name == "extract" and point.shrinks_documents
     steps = plan_steps(stages, spread=True)
-    # url_filter+extract fused, then a Reshuffle, then the rest of the document stages fused, then one step
-    # per collection stage; every stage exactly once, in order
+    # url_filter+extract fused, then a Reshuffle, then the rest of the document stages fused, then the
+    # consecutive exact/URL/MinHash dedup stages as one step (pipeline.dedup.fused), then substring dedup;
+    # every stage exactly once, in order
     assert _names(steps[0]) == ["url_filter", "extract"] and steps[0].spread_after
     assert [n for step in steps for n in _names(step)] == [s.name for s in stages]
     assert sum(step.spread_after for step in steps) == 1
-    assert all(len(step.stages) == 1 for step in steps if step.collection)
+    assert [_names(step) for step in steps if step.collection] == [["exact_dedup", "url_dedup", "minhash_dedup"], ["substring_dedup"]]
     # a single worker: nothing spread, document stages fused up to the first collection stage
     local = plan_steps(stages, spread=False)
     assert not any(step.spread_after for step in local)
