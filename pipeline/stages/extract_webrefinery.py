@@ -74,17 +74,20 @@ WEAK_WORDS: Sequence[str] = (
     "byline", "author", "caption", "credit", "tags", "meta", "date", "toolbar", "pagination", "widget",
     "banner", "disclaimer", "footer", "nav", "menu",
 )
+ID_WORDS: Sequence[str] = (  # ids are matched for fewer words: each selector costs time on every element
+    "comment", "sidebar", "related", "share", "social", "newsletter", "cookie", "footer", "nav", "menu",
+)
 WRAPPER_GUARD = ":not(:has(p ~ p ~ p))"  # an element holding 3+ paragraphs is content, whatever its name
 
 
-def _attribute_selectors(words: Sequence[str], guard: str) -> List[str]:
-    return [f'[{attr}*="{w}" i]{guard}' for w in words for attr in ("class", "id")]
+def _attribute_selectors(attr: str, words: Sequence[str], guard: str) -> List[str]:
+    return [f'[{attr}*="{w}" i]{guard}' for w in words]
 
 
 SKIP_TIERS: Sequence[List[str]] = (
-    list(BOILERPLATE_TAGS) + _attribute_selectors(STRONG_WORDS, WRAPPER_GUARD)
-    + _attribute_selectors(WEAK_WORDS, WRAPPER_GUARD),
-    list(BOILERPLATE_TAGS) + _attribute_selectors(STRONG_WORDS, ":not(:has(p))"),
+    list(BOILERPLATE_TAGS) + _attribute_selectors("class", tuple(STRONG_WORDS) + tuple(WEAK_WORDS), WRAPPER_GUARD)
+    + _attribute_selectors("id", ID_WORDS, WRAPPER_GUARD),
+    list(BOILERPLATE_TAGS) + _attribute_selectors("class", STRONG_WORDS, ":not(:has(p))"),
 )
 MIN_KEPT_SHARE = 0.5
 
@@ -98,14 +101,29 @@ BOILERPLATE_LINE = re.compile(
     r"(?: article| story| post)?|\d* ?comments?|click here)\W*$",
     re.IGNORECASE,
 )
+# Site furniture that reads like prose: copyright notices, cookie notices, a date alone on a line.
+NOTICE_LINE = re.compile(
+    r"^\W*(?:\u00a9|\(c\)|copyright\b)|\ball rights reserved\b|\b(?:uses|use of) cookies\b",
+    re.IGNORECASE,
+)
+NOTICE_LINE_MAX_WORDS = 40
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+DATE_LINE = re.compile(
+    r"^\W*(?:(?:updated|published|posted)(?: on| at)?:?\s*)?(?:[a-z]+day,?\s*)?"
+    r"(?:" + _MONTH + r"\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}|\d{1,2}\s+" + _MONTH + r",?\s+\d{4}"
+    r"|\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4})"
+    r"(?:,?\s*(?:at\s*)?\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s*[a-z]{2,4})?)?\W*$",
+    re.IGNORECASE,
+)
 
 _COMMON = dict(main_content=True, list_bullets=True, alt_texts=False, form_fields=False, noscript=False,
                comments=False)
+_UL = re.compile(r"<(/?)ul\b", re.IGNORECASE)
 _TAG = re.compile(r"<(/?)([a-z0-9]+)[^>]*>")
 
 
 def find_main_root(body):
-    """The main-content element of the page's ``<body>`` (see the module docstring), or None."""
+    """(the main-content element of the page's ``<body>`` or None, its raw text length)."""
     total = len(body.text)
     for selector in ROOT_SELECTORS:
         best, best_len = None, 0
@@ -116,60 +134,99 @@ def find_main_root(body):
             if n > best_len:
                 best, best_len = node, n
         if best is not None and best_len >= max(ROOT_MIN_CHARS, ROOT_MIN_SHARE * total):
-            return best
-    return None
+            return best, best_len
+    return None, total
+
+
+def _keep_block(text: str, link_chars: int) -> bool:
+    """Whether a block (one line, or all lines of one top-level list item) is main text."""
+    text = text.strip()
+    if not text:
+        return True  # blank lines: kept as separators (collapsed later)
+    n_words = text.count(" ") + 1  # words up to runs of spaces: cheap, and only compared to small limits
+    if n_words >= NOTICE_LINE_MAX_WORDS:
+        return True
+    if link_chars > LINK_SHARE * len(text) and n_words < LINK_LINE_MAX_WORDS:
+        return False
+    if n_words <= 10:
+        if n_words <= 4 and BOILERPLATE_LINE.match(text):
+            return False
+        if DATE_LINE.match(text):
+            return False
+    low = text.lower()
+    if ("\u00a9" in text or "(c)" in low or "copyright" in low or "rights reserved" in low or "cookies" in low) \
+            and NOTICE_LINE.search(text):
+        return False
+    return True
 
 
 def marked_to_text(marked: str) -> str:
-    """Plain text from resiliparse's ``minimal_html`` output, without link-dominated short lines
-    and stock boilerplate lines. List items get bullets (``•``, ``1.`` in ordered lists)."""
-    out = []
-    lists: List[list] = []  # open lists: [ordered?, next number]
+    """Plain text from resiliparse's ``minimal_html`` output (``links=True``), block by block: a block
+    is a line, or all lines of one top-level list item; blocks made mostly of link text with few
+    words, stock boilerplate phrases, lone dates and copyright/cookie notices are dropped. List items
+    start with a bullet (``\u2022``, ordered or not, as trafilatura's ``-``)."""
+    out: List[str] = []
+    block: List[str] = []  # lines of the open top-level list item
+    block_links = 0
+    li_depth = 0
     in_link = False
+    bullet = False  # a list item opened and its first text has not come yet
     for line in marked.split("\n"):
+        in_item = li_depth > 0
+        link_chars = 0
         if "<" not in line:
-            text, link_chars = line, (len(line.strip()) if in_link else 0)
+            text = line
+            if in_link:
+                link_chars = len(line.strip())
         else:
-            parts, link_chars, pos, prefix = [], 0, 0, ""
+            parts, pos = [], 0
             for m in _TAG.finditer(line):
                 piece = line[pos:m.start()]
-                parts.append(piece)
-                if in_link:
-                    link_chars += len(piece.strip())
+                if piece:
+                    if bullet and piece.strip():
+                        piece = piece.replace(piece.lstrip(), "\u2022 " + piece.lstrip(), 1)
+                        bullet = False
+                    parts.append(piece)
+                    if in_link:
+                        link_chars += len(piece.strip())
                 pos = m.end()
                 closing, tag = m.group(1), m.group(2)
                 if tag == "a":
                     in_link = not closing
-                elif tag in ("ul", "ol"):
+                elif tag == "li":
                     if closing:
-                        if lists:
-                            lists.pop()
+                        li_depth = max(0, li_depth - 1)
                     else:
-                        lists.append([tag == "ol", 1])
-                elif tag == "li" and not closing:
-                    if lists and lists[-1][0]:
-                        prefix = f"{lists[-1][1]}. "
-                        lists[-1][1] += 1
-                    else:
-                        prefix = "\u2022 "
+                        li_depth += 1
+                        in_item = True
+                        bullet = True
             piece = line[pos:]
-            parts.append(piece)
-            if in_link:
-                link_chars += len(piece.strip())
+            if piece:
+                if bullet and piece.strip():
+                    piece = piece.replace(piece.lstrip(), "\u2022 " + piece.lstrip(), 1)
+                    bullet = False
+                parts.append(piece)
+                if in_link:
+                    link_chars += len(piece.strip())
             text = "".join(parts)
-            if prefix:
-                stripped = text.lstrip()
-                text = text[: len(text) - len(stripped)] + prefix + stripped
             if "&" in text:
                 text = html_lib.unescape(text)
-        words = text.split()
-        if words:
-            chars = len(text.strip())
-            if link_chars > LINK_SHARE * chars and len(words) < LINK_LINE_MAX_WORDS:
-                continue
-            if len(words) <= 4 and BOILERPLATE_LINE.match(text.strip()):
-                continue
-        out.append(text)
+        if bullet and text.strip() and "<" not in line:
+            text = text.replace(text.lstrip(), "\u2022 " + text.lstrip(), 1)
+            bullet = False
+        if in_item:
+            if text.strip():
+                block.append(text)
+                block_links += link_chars
+            if li_depth == 0:  # the top-level item closed on this line
+                if _keep_block(" ".join(block), block_links):
+                    out.extend(block)
+                block, block_links = [], 0
+            continue
+        if _keep_block(text, link_chars):
+            out.append(text)
+    if block and _keep_block(" ".join(block), block_links):
+        out.extend(block)
     return "\n".join(out)
 
 
@@ -178,16 +235,19 @@ def extract_main_text(tree: HTMLTree) -> Optional[str]:
     body = tree.body
     if body is None:
         return None
-    root = find_main_root(body)
+    root, raw_chars = find_main_root(body)
     if root is not None:
-        tree = HTMLTree.parse("<html><body>" + root.inner_html + "</body></html>")
-    unskipped = extract_plain_text(tree, preserve_formatting=True, links=False, **_COMMON)
-    if not unskipped.strip():
-        return None
+        # <ul> as <ol>: resiliparse's main-content pass drops every <ul> (menus, on a whole page);
+        # inside an article root lists are mostly content, and link lists go by the block rule
+        tree = HTMLTree.parse("<html><body>" + _UL.sub(r"<\1ol", root.inner_html) + "</body></html>")
+    unskipped = None
     for skip in SKIP_TIERS:
-        marked = extract_plain_text(tree, preserve_formatting="minimal_html", links=True,
-                                    skip_elements=skip, **_COMMON)
-        text = marked_to_text(marked)
+        text = marked_to_text(extract_plain_text(tree, preserve_formatting="minimal_html", links=True,
+                                                 skip_elements=skip, **_COMMON))
+        if len(text) >= MIN_KEPT_SHARE * raw_chars:  # the raw text bounds the unskipped text: no need for it
+            return text
+        if unskipped is None:
+            unskipped = extract_plain_text(tree, preserve_formatting=True, links=False, **_COMMON)
         if len(text) >= MIN_KEPT_SHARE * len(unskipped):
             return text
-    return unskipped
+    return unskipped or None

@@ -1,0 +1,261 @@
+"""Tests of the ``webrefinery`` extractor (``pipeline/stages/extract_webrefinery.py``): quality floors on
+the 181-page article benchmark (whole set and the held-out test half of ``bench/article_benchmark.py``'s
+fixed split), deterministic output, the guards it shares with resiliparse (too_large, too_deep,
+timeout, empty), its line rules, and a real pipeline run with it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bench.article_benchmark import HALVES, extract_all, half_of, load_pages, mean_prf, token_prf
+from pipeline.io import shards as shard_io
+from pipeline.paths import require_shared
+from pipeline.stages import extract as ex
+from pipeline.stages import extract_webrefinery as wr
+from pipeline.stages.base import run_stages
+from pipeline.stages.extract import ExtractParams, ExtractStage
+
+from tests.pipeline.stages.test_extract import ARTICLE, _URL_LIKE, _deep_page, _slow_extractor
+
+
+@pytest.fixture(scope="module")
+def pages():
+    pages = load_pages()
+    assert len(pages) == 181
+    return pages
+
+
+@pytest.fixture(scope="module")
+def results(pages):
+    out = {}
+    for name in ("webrefinery", "resiliparse"):
+        texts, reasons = extract_all(pages, extractor=name)
+        scores = {half: mean_prf(texts, pages, half) for half in (None,) + HALVES}
+        print(f"\n{name}: " + "  ".join(
+            f"{half or 'all'} P {p:.3f} R {r:.3f} F1 {f:.3f}" for half, (p, r, f) in scores.items())
+            + f"  rejected {dict(reasons)}")
+        out[name] = (texts, reasons, scores)
+    return out
+
+
+def test_split_is_fixed_and_even(pages):
+    assert [half_of(i) for i in range(4)] == ["dev", "test", "dev", "test"]
+    assert [p.key for p in pages] == sorted(p.key for p in pages)
+    halves = [p.half for p in pages]
+    assert halves.count("dev") == 91 and halves.count("test") == 90
+    assert all(p.half == half_of(i) for i, p in enumerate(pages))
+
+
+def test_token_prf_is_the_one_test_extract_uses():
+    from tests.pipeline.stages import test_extract
+
+    for pred, truth in (("The cat, the CAT!", "the cat sat"), ("", "x"), ("a b c", "")):
+        assert token_prf(pred, truth) == test_extract.token_prf(pred, truth)
+
+
+# Measured (resiliparse 2.0.1; token-bag P/R/F1 averaged over pages, after the stage's clean-up):
+#   webrefinery  all  P 0.956 R 0.966 F1 0.956   dev P 0.968 R 0.979 F1 0.972   test P 0.945 R 0.952 F1 0.940
+#   (trafilatura all P 0.960 R 0.974 F1 0.962, test half F1 0.950; resiliparse all P 0.887 F1 0.929)
+FLOORS = {
+    None: {"precision": 0.95, "recall": 0.95, "f1": 0.95},  # the issue's goal on the whole set
+    "test": {"precision": 0.93, "recall": 0.94, "f1": 0.93},
+}
+
+
+@pytest.mark.parametrize("half", [None, "test"])
+def test_benchmark_quality_floors(results, half):
+    _, reasons, scores = results["webrefinery"]
+    p, r, f = scores[half]
+    floor = FLOORS[half]
+    assert p >= floor["precision"], f"{half or 'all'}: precision {p:.3f} < {floor['precision']}"
+    assert r >= floor["recall"], f"{half or 'all'}: recall {r:.3f} < {floor['recall']}"
+    assert f >= floor["f1"], f"{half or 'all'}: F1 {f:.3f} < {floor['f1']}"
+    assert not reasons, reasons  # measured: no page rejected
+
+
+@pytest.mark.parametrize("half", HALVES)
+def test_more_precise_than_resiliparse_on_both_halves(results, half):
+    ours, theirs = results["webrefinery"][2][half], results["resiliparse"][2][half]
+    assert ours[0] > theirs[0] + 0.04, (ours, theirs)  # measured: +0.07 on each half
+    assert ours[2] > theirs[2], (ours, theirs)
+
+
+def test_benchmark_output_obeys_cleanup_rules(results):
+    texts = results["webrefinery"][0]
+    for key, text in texts.items():
+        assert text, key
+        assert "\n\n\n" not in text, key
+        assert not _URL_LIKE.search(text), (key, _URL_LIKE.search(text).group())
+        assert all(line == line.rstrip() for line in text.split("\n")), key
+        assert text == text.strip(), key
+        assert "<a " not in text and "</p>" not in text, key  # the link markup is gone
+
+
+def test_output_does_not_depend_on_page_order(pages, results):
+    """No state across pages: reversed order, every page twice, one stage object, same texts."""
+    expected = results["webrefinery"][0]
+    subset = pages[:15] + pages[-15:]
+    stage = ExtractStage(ExtractParams(extractor="webrefinery"))
+    stage.setup()
+    for page in reversed(subset + subset):
+        doc = {"id": page.key, "text": "", "html": page.html}
+        assert stage.process(doc) is None
+        assert doc["text"] == expected[page.key], page.key
+
+
+def test_stage_contract_on_a_small_article():
+    doc = {"id": "1", "url": "http://x.org/a", "text": "", "source": "s", "html": ARTICLE}
+    assert ExtractStage(ExtractParams(extractor="webrefinery")).process(doc) is None
+    assert "html" not in doc and doc["extractor"] == "webrefinery"
+    assert "Paragraph 7 explains" in doc["text"]
+    for boilerplate in ("Copyright footer", "Home", "Menu", "A real headline"):  # footer, nav, h1
+        assert boilerplate not in doc["text"]
+
+
+PAGE = (
+    "<html><body><div class='site-menu'><a href='/'>Home</a> <a href='/n'>News</a></div>"
+    "<div class='layout'><div class='entry-content has-share-buttons'>"
+    + "".join(f"<p>Paragraph {i} carries the argument forward with several plain words.</p>" for i in range(6))
+    + "<p>Advertisement</p><p>November 18, 2019</p>"
+    "<p>Read the <a href='/a'>whole report</a> for the details of the method and of its limits today.</p>"
+    "<ul><li><a href='/r1'>Another story about something</a></li><li><a href='/r2'>One more story</a></li></ul>"
+    "<div class='social-share'><a href='/fb'>Facebook</a> <a href='/tw'>Twitter</a></div>"
+    "<p>\u00a9 2019 Example Media. All rights reserved.</p>"
+    "</div></div><div class='sidebar'><p>Sidebar text that is not the article.</p></div></body></html>"
+)
+
+
+def test_root_boilerplate_and_line_rules():
+    doc = {"id": "p", "text": "", "html": PAGE}
+    assert ExtractStage(ExtractParams(extractor="webrefinery")).process(doc) is None
+    text = doc["text"]
+    for i in range(6):  # a wrapper whose class holds "share" but 3+ paragraphs is kept
+        assert f"Paragraph {i} carries" in text
+    assert "Read the whole report for the details" in text  # a long line with a link stays
+    for gone in ("Home", "Sidebar text", "Facebook", "Advertisement", "November 18, 2019",
+                 "Another story", "One more story", "All rights reserved"):
+        assert gone not in text, gone
+
+
+def test_a_boilerplate_name_on_the_only_wrapper_never_empties_the_page():
+    """Safety net: when the skip list would remove most of the text, a milder one is used."""
+    html = ("<html><body><div class='post-meta-wrapper'><div class='nav-content'>"
+            + "".join(f"<div>Sentence {i} of a page whose every block sits in oddly named wrappers.</div>" for i in range(12))
+            + "</div></div></body></html>")
+    doc = {"id": "w", "text": "", "html": html}
+    assert ExtractStage(ExtractParams(extractor="webrefinery")).process(doc) is None
+    assert all(f"Sentence {i} of a page" in doc["text"] for i in range(12))
+
+
+def test_lists_inside_the_article_are_kept_with_bullets():
+    """resiliparse's main-content pass drops every <ul>; inside an article root we keep them (as
+    trafilatura does), every item with a bullet."""
+    html = ("<html><body><article>" + "<p>Some introduction with enough words to be the main text here.</p>" * 3
+            + "<ol><li>first step</li><li>second step</li></ol>"
+            "<ul><li>a point about the subject that matters</li><li>another point on the same subject</li></ul>"
+            "<p>Ben &amp; Jerry&#39;s &lt;b&gt; stays text.</p></article></body></html>")
+    doc = {"id": "l", "text": "", "html": html}
+    assert ExtractStage(ExtractParams(extractor="webrefinery")).process(doc) is None
+    lines = [line.strip() for line in doc["text"].split("\n")]
+    for item in ("first step", "second step", "a point about the subject that matters",
+                 "another point on the same subject"):
+        assert "\u2022 " + item in lines, item
+    assert "Ben & Jerry's <b> stays text." in lines
+    doc = {"id": "r", "text": "", "html": html}
+    assert ExtractStage(ExtractParams(extractor="resiliparse")).process(doc) is None
+    assert "a point about the subject" not in doc["text"]  # what the <ul> rewrite is for
+
+
+# --- guards (as for resiliparse) -------------------------------------------------------------------
+
+
+def test_too_large_is_rejected_before_parsing(monkeypatch):
+    def forbidden(html, params):
+        raise AssertionError("parsed a page over max_html_bytes")
+
+    monkeypatch.setattr(ex, "parse_with_depth_guard", forbidden)
+    stage = ExtractStage(ExtractParams(extractor="webrefinery", max_html_bytes=1000))
+    assert stage.process({"id": "big", "text": "", "html": "<p>" + "x" * 1000 + "</p>"}) == "too_large"
+    assert stage.process({"id": "wide", "text": "", "html": "\u20ac" * 400}) == "too_large"
+    assert stage.process({"id": "raw", "text": "", "html": b"<p>" + b"y" * 1200}) == "too_large"
+
+
+def test_depth_guard():
+    stage = ExtractStage(ExtractParams(extractor="webrefinery", max_depth=1000))
+    doc = {"id": "ok", "text": "", "html": _deep_page(900)}
+    assert stage.process(doc) is None and "Deeply nested words" in doc["text"]
+    t0 = time.perf_counter()
+    doc = {"id": "deep", "text": "", "html": _deep_page(30_000)}
+    assert stage.process(doc) == "too_deep"
+    assert "html" not in doc and doc["extractor"] == "webrefinery"
+    assert time.perf_counter() - t0 < 5
+
+
+def test_timeout(monkeypatch):
+    monkeypatch.setattr(wr, "extract_main_text", lambda tree: _slow_extractor(None, None))
+    stage = ExtractStage(ExtractParams(extractor="webrefinery", timeout_s=0.3))
+    t0 = time.perf_counter()
+    assert stage.process({"id": "s", "text": "", "html": ARTICLE}) == "timeout"
+    assert time.perf_counter() - t0 < 5
+
+
+def test_real_extraction_is_interrupted_and_the_next_pages_are_unchanged(pages, results):
+    big = max(pages, key=lambda page: len(page.html))
+    hurried = ExtractStage(ExtractParams(extractor="webrefinery", timeout_s=0.0005))
+    assert hurried.process({"id": big.key, "text": "", "html": big.html}) == "timeout"
+    stage = ExtractStage(ExtractParams(extractor="webrefinery"))
+    for page in pages[:3] + [big]:
+        doc = {"id": page.key, "text": "", "html": page.html}
+        assert stage.process(doc) is None
+        assert doc["text"] == results["webrefinery"][0][page.key]
+
+
+@pytest.mark.parametrize(
+    "html, min_chars",
+    [
+        ("<html><body></body></html>", 1),
+        ("<html><head><script>var a = 1;</script></head><body><nav>   </nav></body></html>", 1),
+        ("", 1),
+        ("<html><body><nav><a href='/'>Home</a></nav><footer>Copyright</footer></body></html>", 1),
+        (ARTICLE, 100_000),
+    ],
+)
+def test_empty_extraction_is_rejected(html, min_chars):
+    doc = {"id": "e", "text": "", "html": html}
+    assert ExtractStage(ExtractParams(extractor="webrefinery", min_chars=min_chars)).process(doc) == "empty"
+    assert "html" not in doc
+
+
+def test_text_documents_pass_through_untouched():
+    stage = ExtractStage(ExtractParams(extractor="webrefinery"))
+    doc = {"id": "w", "url": "u", "text": "Already  extracted\n\n\n\ntext ", "source": "x.wet.gz"}
+    before = dict(doc)
+    assert stage.process(doc) is None and doc == before
+
+
+# --- inside a pipeline -----------------------------------------------------------------------------
+
+
+def test_rw_raw_pipeline_with_webrefinery_matches_the_plain_stage(tmp_path):
+    """``--set extract.extractor=webrefinery`` on the Beam runner: every extracted row says
+    webrefinery and holds the text the stage gives in a plain loop."""
+    from pipeline.run import run_pipeline
+
+    src = str(require_shared("warc", "news-articles-aeb.warc.gz"))
+    out = tmp_path / "out"
+    report = run_pipeline("rw_raw", [src], str(out), overrides=["extract.extractor=webrefinery"], draw=False)
+    docs = shard_io.read_table(str(out / "documents")).to_pylist()
+    assert report["output_documents"] == len(docs) > 100
+    assert {d["extractor"] for d in docs} == {"webrefinery"}
+    from pipeline.io.readers import iter_records
+
+    stage = ExtractStage(ExtractParams(extractor="webrefinery"))
+    by_offset = {}
+    for doc, why in iter_records(src):
+        if why is None:
+            by_offset[doc["record_offset"]] = doc
+    for row in docs[:40]:
+        (plain, why), = list(run_stages([stage], [by_offset[row["record_offset"]]]))
+        assert why is None and plain["text"] == row["text"]
