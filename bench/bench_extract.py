@@ -1,6 +1,6 @@
 """Benchmark of the ``extract`` + ``langid`` stages on the real shared WARCs, and of Beam's overhead.
 
-Prints, for each extractor (trafilatura, resiliparse), the throughput of ``extract`` + ``langid`` in
+Prints, for each extractor (trafilatura, resiliparse, webrefinery), the throughput of ``extract`` + ``langid`` in
 a plain Python loop: pages/s per core (pages / CPU seconds of this single-threaded process) and MB/s
 of HTML (raw HTTP payload bytes), plus wall-clock rates (lower when other processes share the CPU).
 Then the resiliparse / trafilatura speed ratio (DCLM measured ~8x on WARC input), and the share of
@@ -10,6 +10,15 @@ Beam overhead: the same stages through ``pipeline.beam.apply_document_stages`` o
 runner (FnApiRunner, one worker), over the same pages (``beam.Create``), timed end to end and
 printed as beam_time / loop_time; the Beam counters are checked against the loop's funnel.
 
+Article benchmark (``bench/article_benchmark.py``: the 181 pages with ground truth, split by a fixed
+rule into a dev and a test half): token P/R/F1 per extractor on both halves and on all pages, and
+extraction speed there (the ``extract`` stage alone, CPU time, the fastest of ``--article-rounds``
+interleaved rounds): pages/s per core, MB/s of HTML, and the ratio to trafilatura.
+
+Agreement with trafilatura on every shared WARC (``warc/*.warc.gz``, the first ``--agreement-pages``
+HTML pages of each): the mean token F1 of each other extractor's text against trafilatura's, over the
+pages where at least one of the two extracted something, so that no page type does much worse.
+
 Input: HTML responses (HTTP Content-Type text/html or application/xhtml+xml, status 2xx) of the
 shared WARCs, taken round-robin across files so that a ``--limit`` sample mixes them; payloads
 decoded with resiliparse's encoding detection. Read with warcio here (independent of the project's
@@ -17,6 +26,7 @@ readers, so reader changes do not move these numbers).
 
     .venv/bin/python bench/bench_extract.py --limit 200
     .venv/bin/python bench/bench_extract.py --limit 2000 --no-beam
+    .venv/bin/python bench/bench_extract.py --limit 400 --no-beam   # + article benchmark + agreement
 """
 
 from __future__ import annotations
@@ -106,9 +116,7 @@ def load_pages(names: List[str], limit: int) -> Tuple[List[dict], int, float]:
 
 def make_stages(extractor: str) -> list:
     """``trafilatura-fast`` is trafilatura with ``fast: true`` (no fallback extractors)."""
-    params = ExtractParams(extractor="trafilatura", fast=True) if extractor == "trafilatura-fast" else \
-        ExtractParams(extractor=extractor)
-    return [ExtractStage(params), LangIdStage(LangIdParams())]
+    return [ExtractStage(ExtractParams(**stage_params(extractor))), LangIdStage(LangIdParams())]
 
 
 def run_loop(stages, docs) -> Tuple[float, float, Dict[str, int], List[dict]]:
@@ -194,13 +202,103 @@ def funnel_from_counters(counters: Dict[str, int]) -> Dict[str, int]:
     return out
 
 
+ALL_EXTRACTORS = ["trafilatura", "trafilatura-fast", "resiliparse", "webrefinery"]
+
+
+def stage_params(extractor: str) -> dict:
+    return {"extractor": "trafilatura", "fast": True} if extractor == "trafilatura-fast" else {"extractor": extractor}
+
+
+def article_benchmark(extractors: List[str], rounds: int) -> None:
+    """Quality on both halves and extraction speed on the article benchmark (see the docstring)."""
+    from bench.article_benchmark import HALVES, extract_all, load_pages, mean_prf
+
+    pages = load_pages()
+    mb = sum(p.raw_bytes for p in pages) / 1e6
+    best: Dict[str, float] = {}
+    texts: Dict[str, dict] = {}
+    for _ in range(rounds):  # interleaved, so that a busy spell of the machine hits every extractor
+        for name in extractors:
+            c0 = time.process_time()
+            texts[name], _ = extract_all(pages, **stage_params(name))
+            cpu = time.process_time() - c0
+            best[name] = min(best.get(name, cpu), cpu)
+    n_dev = sum(p.half == "dev" for p in pages)
+    print(f"\narticle benchmark: {len(pages)} pages ({n_dev} dev / {len(pages) - n_dev} test), {mb:.1f} MB of HTML; "
+          f"extract stage alone, CPU time, fastest of {rounds} interleaved rounds")
+    print(f"{'extractor':16s} {'F1 all':>7s} {'P all':>6s} {'R all':>6s}  {'F1 dev':>6s} {'P dev':>6s} {'R dev':>6s}  "
+          f"{'F1 test':>7s} {'P test':>6s} {'R test':>6s}  {'pages/s/core':>12s} {'MB/s':>6s} {'vs trafilatura':>14s}")
+    for name in extractors:
+        cols = []
+        for half in (None,) + HALVES:
+            p, r, f = mean_prf(texts[name], pages, half)
+            cols.append(f"{f:7.3f} {p:6.3f} {r:6.3f}")
+        ratio = f"{best['trafilatura'] / best[name]:13.2f}x" if "trafilatura" in best else ""
+        print(f"{name:16s} " + "  ".join(cols) + f"  {len(pages) / best[name]:12.1f} {mb / best[name]:6.2f} {ratio}")
+    if "webrefinery" in extractors:
+        print("webrefinery fallback share: 0% (no cascade: every page is extracted by webrefinery itself)")
+
+
+def agreement_with_trafilatura(extractors: List[str], per_archive: int) -> None:
+    """Per shared WARC: mean token F1 of each extractor's text against trafilatura's (see the docstring)."""
+    from bench.article_benchmark import token_prf
+
+    others = [e for e in extractors if e not in ("trafilatura",)]
+    stages = {name: ExtractStage(ExtractParams(**stage_params(name))) for name in ["trafilatura"] + others}
+    for stage in stages.values():
+        stage.setup()
+    archives = sorted(p.name for p in require_shared("warc").glob("*.warc.gz"))
+    limit = per_archive or None
+    print(f"\nagreement with trafilatura's text, per shared WARC (first {limit or 'all'} HTML pages of each): "
+          f"mean token F1 over the pages where either extracted text; 'only T' / 'only X' = pages only one of "
+          f"the two extracted")
+    print(f"{'archive':34s} {'pages':>5s} {'T kept':>6s}  " + "  ".join(f"{o + ' F1':>17s} {'only T':>6s} {'only X':>6s}" for o in others))
+    totals = {o: [0.0, 0] for o in others}
+    for name in archives:
+        docs = []
+        for doc, _ in iter_html_pages(require_shared("warc", name)):
+            docs.append(doc)
+            if limit and len(docs) >= limit:
+                break
+        if not docs:
+            continue
+        texts = {}
+        for ext, stage in stages.items():
+            out = []
+            for doc in docs:
+                d = dict(doc)
+                out.append("" if stage.process(d) else d.get("text", ""))
+            texts[ext] = out
+        cells = []
+        for o in others:
+            scores, only_t, only_x = [], 0, 0
+            for t, x in zip(texts["trafilatura"], texts[o]):
+                if not t and not x:
+                    continue
+                only_t += bool(t and not x)
+                only_x += bool(x and not t)
+                scores.append(token_prf(x, t)[2])
+            mean = sum(scores) / len(scores) if scores else float("nan")
+            totals[o][0] += sum(scores)
+            totals[o][1] += len(scores)
+            cells.append(f"{mean:17.3f} {only_t:6d} {only_x:6d}")
+        kept = sum(bool(t) for t in texts["trafilatura"])
+        print(f"{name:34s} {len(docs):5d} {kept:6d}  " + "  ".join(cells))
+    print(f"{'all pages':34s} {'':5s} {'':6s}  " + "  ".join(
+        f"{totals[o][0] / max(1, totals[o][1]):17.3f} {'':6s} {'':6s}" for o in others))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=200, help="number of HTML pages (default 200)")
     ap.add_argument("--warcs", nargs="*", default=DEFAULT_WARCS, help="WARC names under the shared warc/ folder")
-    ap.add_argument("--extractors", nargs="*", default=["trafilatura", "resiliparse"],
-                    choices=["trafilatura", "trafilatura-fast", "resiliparse"])
+    ap.add_argument("--extractors", nargs="*", default=["trafilatura", "resiliparse", "webrefinery"],
+                    choices=ALL_EXTRACTORS)
     ap.add_argument("--no-beam", action="store_true", help="skip the Beam overhead measurement")
+    ap.add_argument("--article-rounds", type=int, default=3,
+                    help="rounds over the article benchmark (fastest counts; 0 = skip it)")
+    ap.add_argument("--agreement-pages", type=int, default=100,
+                    help="HTML pages per shared WARC for the agreement with trafilatura (0 = all; -1 = skip it)")
     args = ap.parse_args(argv)
 
     docs, nbytes, read_cpu = load_pages(args.warcs, args.limit)
@@ -221,9 +319,16 @@ def main(argv=None) -> int:
     if "trafilatura" in loop and "resiliparse" in loop:
         ratio = loop["trafilatura"][1] / loop["resiliparse"][1]
         print(f"\nspeed ratio resiliparse / trafilatura (CPU time, extract+langid): {ratio:.1f}x")
+    if "trafilatura" in loop and "webrefinery" in loop:
+        ratio = loop["trafilatura"][1] / loop["webrefinery"][1]
+        print(f"speed ratio webrefinery / trafilatura (CPU time, extract+langid): {ratio:.1f}x")
     if "trafilatura" in loop and "trafilatura-fast" in loop:
         ratio = loop["trafilatura"][1] / loop["trafilatura-fast"][1]
         print(f"speed ratio trafilatura fast=true / default (CPU time, extract+langid): {ratio:.2f}x")
+    if args.article_rounds > 0:
+        article_benchmark(args.extractors, args.article_rounds)
+    if args.agreement_pages >= 0 and "trafilatura" in args.extractors:
+        agreement_with_trafilatura(args.extractors, args.agreement_pages)
 
     if args.no_beam:
         return 0

@@ -90,6 +90,7 @@ SKIP_TIERS: Sequence[List[str]] = (
     list(BOILERPLATE_TAGS) + _attribute_selectors("class", STRONG_WORDS, ":not(:has(p))"),
 )
 MIN_KEPT_SHARE = 0.5
+RAW_KEPT_SHARE = 0.3  # of the root's raw text (which includes white space and scripts): no comparison needed
 
 # --- 4. line level --------------------------------------------------------------------------------
 
@@ -244,7 +245,7 @@ def extract_main_text(tree: HTMLTree) -> Optional[str]:
     for skip in SKIP_TIERS:
         text = marked_to_text(extract_plain_text(tree, preserve_formatting="minimal_html", links=True,
                                                  skip_elements=skip, **_COMMON))
-        if len(text) >= MIN_KEPT_SHARE * raw_chars:  # the raw text bounds the unskipped text: no need for it
+        if len(text) >= RAW_KEPT_SHARE * raw_chars:  # plenty of the raw text left: no need to compare
             return text
         if unskipped is None:
             unskipped = extract_plain_text(tree, preserve_formatting=True, links=False, **_COMMON)

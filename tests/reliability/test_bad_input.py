@@ -59,7 +59,9 @@ KEPT = "kept"
 CONTENT_REJECTIONS = ("extract:", "langid:", "gopher_repetition:", "gopher_quality:", "line_corrections:",
                       "normalize:")
 DEDUP_STAGES = ("exact_dedup:", "url_dedup:", "minhash_dedup:", "substring_dedup:")
-PIPELINES = ("refinedweb", "refinedweb_fast")
+PIPELINES = ("refinedweb", "refinedweb_fast", "refinedweb_fast+webrefinery")
+# runs that are a configured pipeline with --set overrides: label -> (pipeline, overrides)
+VARIANTS = {"refinedweb_fast+webrefinery": ("refinedweb_fast", ["extract.extractor=webrefinery"])}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -626,7 +628,8 @@ def records(corpus):
 
 
 def document_stages(name: str) -> List[DocumentStage]:
-    return [s for s in get_pipeline(name).build_stages() if isinstance(s, DocumentStage)]
+    pipeline, overrides = VARIANTS.get(name, (name, []))
+    return [s for s in get_pipeline(pipeline, overrides=overrides).build_stages() if isinstance(s, DocumentStage)]
 
 
 @pytest.fixture(scope="module")
