@@ -151,27 +151,74 @@ def _progress_bar(path: str):
     return tqdm(desc=os.path.basename(path)[:40], unit=" records", leave=False, mininterval=0.5, file=sys.stderr)
 
 
+# Documents a fused DoFn runs stage-major at a time (or fewer, once their HTML and text reach
+# STAGE_BATCH_CHARS characters): each stage's code and data (the fastText model, the parser) stay in the
+# CPU's caches across the batch instead of being evicted by the other stages after every document: the
+# stages cost ~1.5x less CPU on the 4 shared archives of bench/bench_docpath.py (its stage-major table),
+# the whole rw_filtered run ~10% less; the outputs are identical (shards are sorted; counts are counts).
+STAGE_BATCH_DOCS = 64
+STAGE_BATCH_CHARS = 16 << 20
+
+
+def _size(doc: Document) -> int:
+    return sum(len(v) for v in (doc.get("html"), doc.get("text")) if isinstance(v, str))
+
+
 class ApplyStagesDoFn(beam.DoFn):
-    """A run of consecutive document stages fused into one DoFn (one call per document, not per stage)."""
+    """A run of consecutive document stages fused into one DoFn (one call per document, not per stage).
+
+    Within a bundle the documents are buffered and the stages run stage-major over batches of
+    ``STAGE_BATCH_DOCS`` (each output keeps its own element's timestamp and window); called outside a bundle
+    (``process`` without ``start_bundle``, as a test may), one document goes through all stages at once."""
 
     def __init__(self, stages: Sequence[DocumentStage]):
         self.stages = list(stages)
+        self._batch = None
 
     def setup(self):
         for stage in self.stages:
             stage.setup()
         self.counters = [_Counters(s.name) for s in self.stages]
 
-    def process(self, doc: Document):
+    def start_bundle(self):
+        self._batch, self._chars = [], 0
+
+    def process(self, doc: Document, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        if self._batch is None:
+            yield from self._run([(doc, None)], windowed=False)
+            return
+        self._batch.append((doc, (timestamp, window)))
+        self._chars += _size(doc)
+        if len(self._batch) >= STAGE_BATCH_DOCS or self._chars >= STAGE_BATCH_CHARS:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        batch, self._batch, self._chars = self._batch, [], 0
+        return self._run(batch, windowed=True)
+
+    def _run(self, batch, windowed: bool):
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        def out(value, where):
+            return WindowedValue(value, where[0], (where[1],)) if windowed else value
+
         for stage, counters in zip(self.stages, self.counters):
-            counters.count(doc, "in")
-            doc, why = apply_stage(stage, doc)
-            if why:
-                counters.count(doc, "rejected", why)
-                yield beam.pvalue.TaggedOutput(REJECTED_TAG, (_strip_transport(doc), why))
-                return
-            counters.count(doc, "kept")
-        yield doc
+            survivors = []
+            for doc, where in batch:
+                counters.count(doc, "in")
+                doc, why = apply_stage(stage, doc)
+                if why:
+                    counters.count(doc, "rejected", why)
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, out((_strip_transport(doc), why), where))
+                else:
+                    counters.count(doc, "kept")
+                    survivors.append((doc, where))
+            batch = survivors
+        for doc, where in batch:
+            yield out(doc, where)
 
 
 def apply_document_stages(pcoll, stages: Sequence[DocumentStage], label: str = "Stages"):
