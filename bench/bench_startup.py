@@ -7,15 +7,20 @@ is the steadier figure). Pieces:
 
 - the interpreter alone, ``import apache_beam`` (plain, and as a local run imports it:
   ``pipeline/beam_import.py``), the run's own modules (``pipeline.run``), the libraries
-  the stages load in ``setup`` (trafilatura, resiliparse, ftfy, fastText and its lid.176 model);
-- ``funnel.png``: matplotlib's renderer (import + draw, the one before this change) and the Pillow
+  the stages load in ``setup`` (trafilatura, resiliparse, ftfy, fastText and its lid.176 model), and two
+  libraries a local run no longer imports (pandas, which pyarrow imported on the first ``pa.array`` of the
+  shard writer, and IPython, which Beam imported to learn it is not in a notebook);
+- building refinedweb_fast's graph and translating it to Beam's pipeline proto (what every run does before
+  the first record), with Beam as it is (``WEBREFINERY_BEAM_SHORTCUTS=0``) and with the shortcuts of
+  ``pipeline.beam_import.speed_up_graph_construction`` (signature memo, option-view cache, IPython probe);
+- ``funnel.png``: matplotlib's renderer (import + draw, the one before the Pillow change) and the Pillow
   renderer (``pipeline.report.draw_funnel``);
-- the whole one-record run (``refinery run PIPELINE --limit 1``) for each ``--pipelines`` entry, on this
-  tree and on a ``git worktree`` of ``--base`` (default: the commit before the funnel left matplotlib),
-  created under /tmp by this script and removed afterwards.
+- the whole one-record run (``refinery run PIPELINE --limit 1``) for each ``--pipelines`` entry: on a
+  ``git worktree`` of ``--base`` (default: the commit before the graph-construction shortcuts), created under
+  /tmp by this script and removed afterwards; on this tree with the shortcuts off; on this tree.
 
-    .venv/bin/python bench/bench_startup.py                       # 5 rounds, rw_filtered and refinedweb_fast
-    .venv/bin/python bench/bench_startup.py --rounds 3 --no-base   # this tree only
+    .venv/bin/python bench/bench_startup.py --rounds 3            # rw_filtered and refinedweb_fast
+    .venv/bin/python bench/bench_startup.py --rounds 3 --no-base  # this tree only
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_PAGE = "warc/cc-main-2024-22-one-page.warc.gz"
@@ -62,24 +67,40 @@ from pipeline.report import draw_funnel
 with tempfile.TemporaryDirectory() as d:
     draw_funnel(r, os.path.join(d, 'funnel.png'))
 """
+GRAPH = """
+from pipeline.beam_import import import_beam_for_local_run
+import_beam_for_local_run(['/tmp/x'], [])
+from pipeline import runtime
+from pipeline.beam import RefineGraph
+from pipeline.config import get_pipeline
+spec = get_pipeline('refinedweb_fast')
+p = runtime.new_pipeline(options=runtime.make_options([]))
+p | 'Refine' >> RefineGraph(spec.build_stages(), ['/tmp/a.warc.gz'], '/tmp/out', spec.output, {}, spread=False)
+p.to_runner_api()
+"""
 LANGID_MODEL = """
 from pipeline.stages.langid import default_model_path, load_language_model
 load_language_model(default_model_path())
 """
 
-PIECES: List[Tuple[str, str]] = [
-    ("interpreter (python -c pass)", "pass"),
-    ("import apache_beam", "import apache_beam"),
+SHORTCUTS_OFF = {"WEBREFINERY_BEAM_SHORTCUTS": "0"}
+PIECES: List[Tuple[str, str, Dict[str, str]]] = [
+    ("interpreter (python -c pass)", "pass", {}),
+    ("import apache_beam", "import apache_beam", {}),
     ("import apache_beam, local run (beam_import.py)",
-     "from pipeline.beam_import import import_beam_for_local_run; import_beam_for_local_run(['/tmp/x'], [])"),
-    ("import pipeline.run (config, stages, readers)", "import pipeline.run"),
-    ("import trafilatura", "import trafilatura"),
-    ("import resiliparse (html + extract)", "import resiliparse.parse.html, resiliparse.extract.html2text"),
-    ("import ftfy", "import ftfy"),
-    ("import pyarrow", "import pyarrow"),
-    ("langid setup (fastText + lid.176 model)", LANGID_MODEL),
-    ("funnel.png, matplotlib (before)", MATPLOTLIB_FUNNEL),
-    ("funnel.png, Pillow (now)", PILLOW_FUNNEL),
+     "from pipeline.beam_import import import_beam_for_local_run; import_beam_for_local_run(['/tmp/x'], [])", {}),
+    ("import pipeline.run (config, stages, readers)", "import pipeline.run", {}),
+    ("import trafilatura", "import trafilatura", {}),
+    ("import resiliparse (html + extract)", "import resiliparse.parse.html, resiliparse.extract.html2text", {}),
+    ("import ftfy", "import ftfy", {}),
+    ("import pyarrow", "import pyarrow", {}),
+    ("import pandas (no longer imported by a local run)", "import pandas", {}),
+    ("import IPython (no longer imported by a local run)", "import IPython", {}),
+    ("langid setup (fastText + lid.176 model)", LANGID_MODEL, {}),
+    ("refinedweb_fast graph + proto, Beam as it is", GRAPH, SHORTCUTS_OFF),
+    ("refinedweb_fast graph + proto, shortcuts", GRAPH, {}),
+    ("funnel.png, matplotlib (before)", MATPLOTLIB_FUNNEL, {}),
+    ("funnel.png, Pillow (now)", PILLOW_FUNNEL, {}),
 ]
 
 
@@ -106,8 +127,8 @@ def median_of(cmd: Sequence[str], cwd: Path, env: Dict[str, str], rounds: int) -
     return statistics.median(walls), statistics.median(cpus)
 
 
-def env_for(tree: Path) -> Dict[str, str]:
-    env = dict(os.environ)
+def env_for(tree: Path, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ, **(extra or {}))
     env["PYTHONPATH"] = str(tree)  # ahead of the editable install's finder: this tree's `pipeline`
     env.setdefault("WEBREFINERY_DATA", str(REPO.parent / "shared" / "data"))
     return env
@@ -119,18 +140,19 @@ def run_cmd(pipeline: str, data: Path, out: Path) -> List[str]:
 
 
 def default_base() -> str:
-    """The parent of the commit that took matplotlib out of pipeline/report.py (HEAD before that commit)."""
-    marker = "from matplotlib.figure import Figure"
-    commits = subprocess.run(["git", "log", "--format=%H", "--", "pipeline/report.py"], cwd=REPO,
+    """The parent of the commit that added the graph-construction shortcuts to pipeline/beam_import.py (HEAD
+    while they are not committed yet)."""
+    marker = "def speed_up_graph_construction"
+    commits = subprocess.run(["git", "log", "--format=%H", "--", "pipeline/beam_import.py"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.split()
-    oldest_without = None
+    oldest_with = None
     for commit in commits:  # newest first
-        text = subprocess.run(["git", "show", f"{commit}:pipeline/report.py"], cwd=REPO, capture_output=True,
+        text = subprocess.run(["git", "show", f"{commit}:pipeline/beam_import.py"], cwd=REPO, capture_output=True,
                               text=True).stdout
-        if marker in text:
-            return f"{oldest_without}^" if oldest_without else "HEAD"
-        oldest_without = commit
-    return "HEAD"
+        if marker not in text:
+            break
+        oldest_with = commit
+    return f"{oldest_with}^" if oldest_with else "HEAD"
 
 
 def main() -> None:
@@ -148,34 +170,34 @@ def main() -> None:
     print(f"start-up pieces: fresh `python -c` each, {args.rounds} rounds, medians "
           f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"{'piece':48s} {'wall s':>8s} {'CPU s':>8s}")
-    for label, code in PIECES:
-        wall, cpu = median_of([sys.executable, "-c", code], REPO, env, args.rounds)
+    for label, code, extra in PIECES:
+        wall, cpu = median_of([sys.executable, "-c", code], REPO, env_for(REPO, extra), args.rounds)
         print(f"{label:48s} {wall:8.2f} {cpu:8.2f}", flush=True)
 
     base = None if args.no_base else subprocess.run(
         ["git", "rev-parse", args.base or default_base()], cwd=REPO, capture_output=True, text=True,
         check=True).stdout.strip()
-    trees: List[Tuple[str, Path]] = [("this tree", REPO)]
+    trees: List[Tuple[str, Path, Dict[str, str]]] = [("this tree, shortcuts off", REPO, SHORTCUTS_OFF),
+                                                     ("this tree", REPO, {})]
     worktree = None
     if base:
         worktree = Path(tempfile.mkdtemp(prefix="bench-startup-base-"))
         subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base], cwd=REPO, check=True,
                        capture_output=True)
-        trees.insert(0, (f"base {base[:12]}", worktree))
+        trees.insert(0, (f"base {base[:12]}", worktree, {}))
     try:
         print(f"\none-record run (refinery run PIPELINE --limit 1 on {ONE_PAGE}), {args.rounds} rounds, medians")
-        print(f"{'pipeline':18s} {'tree':22s} {'wall s':>8s} {'CPU s':>8s}")
+        print(f"{'pipeline':18s} {'tree':26s} {'wall s':>8s} {'CPU s':>8s}")
         results: Dict[Tuple[str, str], Tuple[float, float]] = {}
         for pipeline in args.pipelines:
-            for name, tree in trees:
+            for name, tree, extra in trees:
                 with tempfile.TemporaryDirectory() as out:
                     results[pipeline, name] = median_of(run_cmd(pipeline, data, Path(out) / "run"), tree,
-                                                        env_for(tree), args.rounds)
+                                                        env_for(tree, extra), args.rounds)
                 wall, cpu = results[pipeline, name]
-                print(f"{pipeline:18s} {name:22s} {wall:8.2f} {cpu:8.2f}", flush=True)
-            if len(trees) == 2:
-                (bw, bc), (nw, nc) = results[pipeline, trees[0][0]], results[pipeline, trees[1][0]]
-                print(f"{pipeline:18s} {'now / base':22s} {nw / bw:8.2f} {nc / bc:8.2f}")
+                print(f"{pipeline:18s} {name:26s} {wall:8.2f} {cpu:8.2f}", flush=True)
+            (bw, bc), (nw, nc) = results[pipeline, trees[0][0]], results[pipeline, trees[-1][0]]
+            print(f"{pipeline:18s} {'now / ' + trees[0][0][:20]:26s} {nw / bw:8.2f} {nc / bc:8.2f}")
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True)

@@ -3,7 +3,9 @@
 ``import apache_beam`` imports ``apache_beam.io``, which imports every connector whose client library is
 installed: Google Cloud Storage, BigQuery and Pub/Sub (``google.cloud.*``, ``apitools``, ``oauth2client``)
 and MongoDB (``pymongo``, ``bson``); ``apache_beam.typehints`` imports pandas for its DataFrame batch
-types. Beam guards each of these imports with ``except ImportError`` because they are optional. On the
+types. Beam guards each of these imports with ``except ImportError`` because they are optional (its own
+BigQuery module, ``apache_beam.io.gcp.bigquery``, which pulls in ``requests`` and Google's auth libraries even
+without the BigQuery client, is imported the same way, together with Pub/Sub and the cross-language IOs). On the
 embedded runner with local (or ``https://``) inputs and a local output folder none of them is used (this
 project's DoFns take documents, not DataFrames), yet they are about half of Beam's import time
 (``bench/bench_startup.py``).
@@ -12,17 +14,45 @@ project's DoFns take documents, not DataFrames), yet they are about half of Beam
 but only when the run is local: no ``--runner`` other than the embedded one, and no path with a scheme
 Beam's filesystems would serve (``gs://``, ``s3://``, ...). Afterwards the libraries import normally again;
 only Beam's registry of filesystems lacks GCS for the rest of that process, which a local run does not
-consult. Any other run imports Beam as it is.
+consult (nor ``beam.io.ReadFromBigQuery`` and the like; ``import apache_beam.io.gcp.bigquery`` still works).
+Any other run imports Beam as it is. While the libraries are hidden, pyarrow is also asked once whether pandas
+is there: it records "no", so the shard writer's ``pa.array(values, type=...)``, which asks pyarrow whether
+``values`` is a pandas object, no longer imports pandas (~0.3 s) to find out. pyarrow retries the import for
+anything that really needs pandas (``to_pandas``, ``from_pandas``), and when anyone imports pandas later,
+pyarrow's pandas support is switched back on at once (``tests/pipeline/test_beam_import.py`` compares both
+with Beam's plain import).
+
+``speed_up_graph_construction()`` (``pipeline.runtime.make_options``/``new_pipeline`` call it) installs three
+in-process shortcuts into Beam, each returning exactly what Beam would compute, on every runner (the graph is
+built in this process whatever runs it; nothing here travels with the pickled job). ``WEBREFINERY_BEAM_SHORTCUTS=0``
+turns them off (Beam as it is):
+
+- ``inspect.signature`` of a plain Python function (or a method bound to one) is remembered until the
+  function's code, defaults or annotations change. Beam asks for it ~30 times per ParDo each time it looks
+  for state and timer parameters (every method of the DoFn, several times while building, serializing and
+  running the graph): 66,000 calls for refinedweb_fast's 272 ParDos.
+- ``PipelineOptions.view_as(C)`` for Beam's own option classes (standard, type, direct, debug, setup options,
+  whose defaults depend on nothing but the flags) reuses the parse of the same flags instead of building and
+  running a new argparse parser each time (Beam views the options once or twice per applied transform).
+- Beam asks ``IPython.get_ipython()`` whether it runs in a notebook, importing IPython to learn that it does
+  not (~0.1 s): when IPython is not imported there is no IPython shell, so the answer is False without the
+  import; inside IPython or Jupyter (IPython already imported) Beam asks as before.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.abc
+import logging
+import os
 import sys
-from typing import Iterable, Sequence
+import types
+import weakref
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
-# Optional libraries of Beam that a local run never calls (each guarded in Beam by except ImportError).
-SKIPPED_FOR_LOCAL_RUNS = ("google.cloud", "apitools", "oauth2client", "pymongo", "bson", "pandas")
+# Optional libraries (and Beam's BigQuery module) that a local run never calls, each imported by Beam under
+# except ImportError.
+SKIPPED_FOR_LOCAL_RUNS = ("google.cloud", "apitools", "oauth2client", "pymongo", "bson", "pandas", "apache_beam.io.gcp.bigquery")
 _EMBEDDED_RUNNERS = ("", "FnApiRunner", "InProcess")
 # What "already loaded" means for them (``google.cloud`` itself is a namespace package set up at start-up).
 _CLIENTS = ("google.cloud.storage", "google.cloud.bigquery", "apitools", "oauth2client", "pymongo", "bson", "pandas")
@@ -67,6 +97,233 @@ def import_beam_for_local_run(paths: Iterable[str], beam_args: Sequence[str]) ->
     sys.meta_path.insert(0, finder)
     try:
         import apache_beam  # noqa: F401
+
+        pandas_off = _probe_pyarrow_pandas()
     finally:
         sys.meta_path.remove(finder)
+    if pandas_off:
+        sys.meta_path.insert(0, _PandasImportWatcher())
     return True
+
+
+# ---- pyarrow without pandas, until someone uses pandas ----------------------------------------------------
+
+def _pandas_shim():
+    """pyarrow's lazy pandas importer (``pyarrow.lib._pandas_api``), or None if this pyarrow has none."""
+    try:
+        import pyarrow.lib
+    except ImportError:
+        return None
+    shim = getattr(pyarrow.lib, "_pandas_api", None)
+    return shim if shim is not None and hasattr(type(shim), "have_pandas") else None
+
+
+def _probe_pyarrow_pandas() -> bool:
+    """With pandas hidden, let pyarrow try (and fail) its one optional pandas import; True when it did."""
+    if "pandas" in sys.modules:
+        return False
+    shim = _pandas_shim()
+    if shim is None:
+        return False
+    return not shim.have_pandas  # pyarrow's first, optional attempt: pandas is hidden, so it records "absent"
+
+
+class _ReenablePandasLoader(importlib.abc.Loader):
+    """pandas' own loader, then pyarrow's pandas support switched back on (``shim.pd`` retries its import)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):  # anything else a loader offers (resource readers ...) is pandas' loader's
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        try:
+            self.loader.exec_module(module)
+        finally:
+            module.__loader__ = self.loader
+            if getattr(module, "__spec__", None) is not None:
+                module.__spec__.loader = self.loader
+        shim = _pandas_shim()
+        if shim is not None:
+            try:
+                shim.pd  # noqa: B018 - pyarrow's required import: now succeeds, pandas support is back on
+            except ImportError:
+                pass  # pyarrow refuses this pandas (too old), as it would have on its first attempt
+
+
+class _PandasImportWatcher(importlib.abc.MetaPathFinder):
+    """Waits for ``import pandas`` (by anyone) to switch pyarrow's pandas support back on; used once."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "pandas":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ReenablePandasLoader(spec.loader)
+        return spec
+
+
+# ---- cheaper graph construction (exact shortcuts, in this process only) ------------------------------------
+
+_installed = False
+
+
+SHORTCUTS_ENV = "WEBREFINERY_BEAM_SHORTCUTS"  # "0": build graphs with Beam as it is (bench_startup.py compares)
+
+
+def speed_up_graph_construction() -> None:
+    """Install the signature memo, the options-view cache and the IPython short cut into Beam (idempotent;
+    nothing when ``WEBREFINERY_BEAM_SHORTCUTS=0``)."""
+    global _installed
+    if _installed or os.environ.get(SHORTCUTS_ENV, "1") == "0":
+        return
+    _installed = True
+    _memoize_signatures()
+    _cache_option_views()
+    _skip_ipython_probe()
+
+
+# Attributes that make inspect.signature look elsewhere than the function's code, defaults and annotations.
+_SIGNATURE_REDIRECTS = ("__wrapped__", "__signature__", "_partialmethod", "__partialmethod__")
+
+
+class SignatureMemo:
+    """Beam's ``get_signature`` and ``get_function_args_defaults``, remembered per plain Python function
+    (bound to an instance or not) for as long as its code, defaults and annotations stay the same; anything
+    else (builtins, classes, partials, wrapped functions) goes to Beam every time."""
+
+    def __init__(self, get_signature: Callable[[Any], Any], get_function_args_defaults: Callable[[Any], Any]):
+        self._get_signature = get_signature
+        self._args_defaults = get_function_args_defaults
+        self._memo: "weakref.WeakKeyDictionary[types.FunctionType, Dict[bool, list]]" = weakref.WeakKeyDictionary()
+
+    def _entry(self, func) -> Optional[list]:
+        """[validity key, signature or None, (args, defaults) or None] of ``func``, or None if not memoizable."""
+        target, bound = func, False
+        if type(func) is types.MethodType:
+            target, bound = func.__func__, True
+        if type(target) is not types.FunctionType:
+            return None
+        attrs = target.__dict__
+        if attrs and any(k in attrs for k in _SIGNATURE_REDIRECTS):
+            return None
+        annotations = target.__annotations__
+        key = (target.__code__, target.__defaults__, target.__kwdefaults__,
+               tuple(annotations.items()) if annotations else ())
+        per_function = self._memo.get(target)
+        if per_function is None:
+            per_function = self._memo[target] = {}
+        entry = per_function.get(bound)
+        if entry is None or entry[0] != key:
+            entry = per_function[bound] = [key, None, None]
+        return entry
+
+    def get_signature(self, func):
+        entry = self._entry(func)
+        if entry is None:
+            return self._get_signature(func)
+        if entry[1] is None:
+            entry[1] = self._get_signature(func)
+        return entry[1]
+
+    def get_function_args_defaults(self, func):
+        entry = self._entry(func)
+        if entry is None:
+            return self._args_defaults(func)
+        if entry[2] is None:
+            args, defaults = self._args_defaults(func)
+            entry[2] = (tuple(args), tuple(defaults))
+        return list(entry[2][0]), list(entry[2][1])  # fresh lists, as Beam returns
+
+
+def _memoize_signatures() -> None:
+    from apache_beam.transforms import core, ptransform, util
+    from apache_beam.typehints import decorators
+
+    original = decorators.get_signature
+    memo = SignatureMemo(original, core.get_function_args_defaults)
+    for module in (decorators, core, ptransform, util):
+        if getattr(module, "get_signature", None) is original:  # only where it is Beam's own function
+            module.get_signature = memo.get_signature
+    core.get_function_args_defaults = memo.get_function_args_defaults
+
+
+# Beam's option classes whose argparse defaults depend on nothing but the flags (no environment, no registry).
+_CACHEABLE_VIEWS = ("StandardOptions", "TypeOptions", "DirectOptions", "DebugOptions", "SetupOptions")
+
+
+def cached_view_as(original: Callable[[Any, type], Any], cacheable: Sequence[type], base_init: Callable) -> Callable:
+    """``PipelineOptions.view_as`` reusing one parse per (option class, flags) for the ``cacheable`` classes."""
+    parses: Dict[Any, Any] = {}
+    allowed = frozenset(cacheable)
+
+    def view_as(self, cls):
+        flags = self.__dict__.get("_flags")
+        if cls not in allowed or cls.__init__ is not base_init or flags is None:
+            return original(self, cls)
+        try:
+            key = (cls, tuple(flags))
+            parsed = parses.get(key)
+        except TypeError:  # unhashable flags
+            return original(self, cls)
+        if parsed is None:
+            view = original(self, cls)
+            parses[key] = copy.deepcopy(view._visible_options)  # as parsed, before anyone changes a value
+            return view
+        logging.basicConfig()  # what cls.__init__ does first
+        view = cls.__new__(cls)
+        view._flags = flags
+        view._visible_options = copy.deepcopy(parsed)  # values (lists) are never shared between option objects
+        for name in view._visible_option_list():
+            if name not in self._all_options:
+                self._all_options[name] = getattr(view._visible_options, name)
+        view._all_options = self._all_options
+        return view
+
+    view_as.__wrapped_beam__ = original  # type: ignore[attr-defined]
+    return view_as
+
+
+def _cache_option_views() -> None:
+    from apache_beam.options import pipeline_options as po
+
+    classes = [getattr(po, name, None) for name in _CACHEABLE_VIEWS]
+    if any(c is None or "_add_argparse_args" not in c.__dict__ for c in classes):
+        return  # another Beam than the one this was written against: leave it alone
+    po.PipelineOptions.view_as = cached_view_as(po.PipelineOptions.view_as, classes, po.PipelineOptions.__init__)
+
+
+def no_ipython_unless_imported(original: Callable[[], bool]) -> Callable[[], bool]:
+    """Beam's ``is_in_ipython``, answering False without importing IPython when it is not imported."""
+
+    def is_in_ipython():
+        if "IPython" not in sys.modules:
+            return False  # no IPython shell can exist without the module
+        return original()
+
+    is_in_ipython.__wrapped_beam__ = original  # type: ignore[attr-defined]
+    return is_in_ipython
+
+
+def _skip_ipython_probe() -> None:
+    import apache_beam.pipeline
+    from apache_beam.runners.direct import direct_runner
+    from apache_beam.utils import interactive_utils
+
+    original = interactive_utils.is_in_ipython
+    fast = no_ipython_unless_imported(original)
+    for module in (interactive_utils, apache_beam.pipeline, direct_runner):
+        if getattr(module, "is_in_ipython", None) is original:
+            module.is_in_ipython = fast

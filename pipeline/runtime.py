@@ -13,6 +13,9 @@ commands (``pipeline.tokenize``) all go through here:
   need to know about where DoFns run.
 - ``run_to_completion(p)``: run and block; a job that does not end DONE raises.
 - ``query_counters(result, ns)`` / ``query_metrics(result, ns)``: the metrics a finished job returned.
+
+``make_options`` and ``new_pipeline`` first install ``pipeline.beam_import.speed_up_graph_construction()``
+(exact in-process shortcuts for building a graph: signatures, option views, the IPython probe).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from pipeline.beam_import import speed_up_graph_construction
 from pipeline.errors import UserValueError
 
 # Runner names that mean "the embedded in-process runner" (the default).
@@ -38,6 +42,7 @@ class RunnerOptionError(UserValueError):
 
 def make_options(beam_args: Optional[Sequence[str]] = ()) -> PipelineOptions:
     """Pipeline options from Beam command-line flags, refusing known-bad settings."""
+    speed_up_graph_construction()
     options = PipelineOptions(list(beam_args or ()))
     if options.view_as(DirectOptions).direct_running_mode == "multi_threading":
         raise RunnerOptionError(
@@ -83,6 +88,7 @@ def make_runner(options: PipelineOptions) -> Union[str, Any]:
 
 def new_pipeline(beam_args: Optional[Sequence[str]] = (), options: Optional[PipelineOptions] = None) -> beam.Pipeline:
     """A Beam pipeline on the runner the arguments choose (``options`` already made win over ``beam_args``)."""
+    speed_up_graph_construction()
     options = options if options is not None else make_options(beam_args)
     return beam.Pipeline(runner=make_runner(options), options=options)
 
