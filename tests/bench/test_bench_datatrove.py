@@ -52,8 +52,8 @@ def test_median_and_summary():
 
 
 def test_table_ratios_against_each_rows_baseline():
-    def summary(wall):
-        return {"wall": wall, "cpu": wall, "rss_mb": 10.0, "records": 8, "kept": 2, "pages_s": 8 / wall}
+    def summary(wall, cpu=None):
+        return {"wall": wall, "cpu": cpu or wall, "rss_mb": 10.0, "records": 8, "kept": 2, "pages_s": 8 / wall}
 
     rows = [("datatrove", summary(40.0), "datatrove"), ("ours, resiliparse", summary(4.0), "datatrove"),
             (bd.DT_STARTUP, summary(6.0), bd.DT_STARTUP), ("ours, 1 record", summary(1.5), bd.DT_STARTUP),
@@ -61,8 +61,12 @@ def test_table_ratios_against_each_rows_baseline():
     lines = bd.format_table(rows).splitlines()
     assert lines[0].startswith("| run |") and lines[1].startswith("|---|")
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
-    assert [c[-1] for c in cells] == ["1.00x", "10.00x", "1.00x", "4.00x", "-"]
+    assert [c[-2] for c in cells] == ["1.00x", "10.00x", "1.00x", "4.00x", "-"]
+    assert [c[-1] for c in cells] == [c[-2] for c in cells]  # cpu = wall in these summaries
     assert cells[1][:4] == ["ours, resiliparse", "8", "2", "4.00"]
+    cpu_rows = [("datatrove", summary(40.0, 36.0), "datatrove"), ("ours", summary(5.0, 3.0), "datatrove")]
+    last = [c.strip() for c in bd.format_table(cpu_rows).splitlines()[-1].strip("|").split("|")]
+    assert last[-2:] == ["8.00x", "12.00x"]
 
 
 def test_run_pinned_measures_the_child_on_one_core(tmp_path):
