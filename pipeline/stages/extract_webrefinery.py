@@ -11,23 +11,33 @@ proportional to the page's size, so a Python walk is quadratic).
    group with a match, the largest of its first few matches (by text length) becomes the root when it
    holds at least ``ROOT_MIN_CHARS`` characters and ``ROOT_MIN_SHARE`` of the body's text. The root's
    inner HTML is re-parsed as a page of its own, so nothing outside it (menus, sidebars, footers,
-   teaser grids) can reach the text. No root: the whole body is used.
+   teaser grids) can reach the text; its ``<ul>`` become ``<ol>`` on the way, because resiliparse's
+   main-content pass drops every ``<ul>`` (on a whole page they are mostly menus; inside an article
+   they are mostly content, and link lists are caught by step 4). No root: the whole body is used.
 2. **Boilerplate elements skipped** (resiliparse's ``skip_elements``, matched in C): the tags
    ``nav``, ``aside``, ``footer``, ``header``, ``h1`` (the title is not part of the article body),
-   ``figure``/``figcaption``, ``form``, ``button``, hidden elements; and elements whose ``class`` or
-   ``id`` contains a boilerplate word: share/social/related/comment/newsletter/promo/sidebar/cookie/
-   advert/... (``STRONG_WORDS``) and byline/author/caption/tags/meta/nav/menu/widget/... (``WEAK_WORDS``).
-   A class-matched element that holds three or more ``<p>`` is kept (a wrapper named
+   ``figure``/``figcaption``, ``form``, ``button``, hidden elements; elements whose ``class``
+   contains a boilerplate word: share/social/related/comment/newsletter/promo/sidebar/cookie/
+   advert/... (``STRONG_WORDS``) or byline/author/caption/tags/meta/nav/menu/widget/... (``WEAK_WORDS``),
+   and whose ``id`` contains one of ``ID_WORDS`` (fewer: every selector is tried on every element).
+   A name-matched element that holds three or more ``<p>`` is kept (a wrapper named
    ``has-share-buttons`` around the article is not boilerplate). resiliparse's own main-content
    heuristics (``main_content=True``) run as well.
-3. **Safety net.** The same root is also serialised without our skip list; when the skipped version
-   keeps less than ``MIN_KEPT_SHARE`` of that text, a milder list (tags and strong words on
-   elements without any ``<p>``) is tried, and failing that the unskipped text is used. A
-   substring match on a wrapper can therefore never empty a page.
-4. **Line level** (on the extracted text, serialised with link markup): a line made mostly of link
-   text (``LINK_SHARE``) with fewer than ``LINK_LINE_MAX_WORDS`` words is dropped (menus, "related"
-   lists, tag clouds that survived), and so is a line that is only a stock boilerplate phrase
-   ("Advertisement", "Continue reading", "Related articles", "Share", "Tags:", ...).
+3. **Safety net.** When the skipped text keeps less than ``RAW_KEPT_SHARE`` of the root's raw text,
+   the root is also serialised without our skip list; when the skipped text keeps less than
+   ``MIN_KEPT_SHARE`` of that, a milder list (tags, and strong words on elements without any
+   ``<p>``) is tried, and failing that the unskipped text is used. A substring match on a wrapper
+   can therefore never empty a page.
+4. **Blocks** (on the text serialised with link markup, ``minimal_html``): a block is a line, or all
+   lines of one top-level list item. A block made mostly of link text (``LINK_SHARE``) with fewer
+   than ``LINK_LINE_MAX_WORDS`` words is dropped (menus, "related" lists, teaser lists, tag clouds),
+   and so is a short block that is only a stock boilerplate phrase ("Advertisement", "Continue
+   reading", "Related articles", "Share", "Tags:", ...), only a date, or a copyright or cookie
+   notice. List items start with a bullet (``\u2022``), ordered or not, as trafilatura's ``-``.
+
+There is no cascade: every page is extracted here (no trafilatura fallback; the ``extractor`` column
+says ``webrefinery``). On the article benchmark it reaches trafilatura-class precision at about a
+fifth of trafilatura's CPU (README, ``bench/bench_extract.py``).
 
 Deterministic: module-level constants only, no state kept across pages. The caller (the stage) owns
 the guards: size limit before parsing, the depth guard on the parsed tree (shared with resiliparse),
@@ -56,6 +66,7 @@ ROOT_SELECTORS: Sequence[str] = (
     "article",
     'main, [role="main"]',
 )
+UNIQUE_ROOT_SELECTORS = frozenset(ROOT_SELECTORS[:2])
 ROOT_CANDIDATES = 6  # matches of one selector group looked at (each costs a node wrapper)
 ROOT_MIN_CHARS = 200
 ROOT_MIN_SHARE = 0.2  # of the body's text
@@ -66,17 +77,18 @@ BOILERPLATE_TAGS: Sequence[str] = (
     "h1", "header", "nav", "aside", "footer", "figure", "figcaption", "form", "button",
     '[role="navigation"]', '[role="complementary"]', "[hidden]", '[aria-hidden="true"]',
 )
+# Substrings of class names; words that resiliparse's main-content pass already drops as whole
+# class tokens (sidebar, cookie, advert, modal, pagination, menu, ...) are left out: every selector
+# costs time on every element, and on the dev half they changed nothing.
 STRONG_WORDS: Sequence[str] = (
-    "share", "sharing", "social", "related", "recommend", "comment", "newsletter", "subscribe", "signup",
-    "breadcrumb", "promo", "sidebar", "cookie", "consent", "gdpr", "advert", "popup", "modal",
+    "share", "social", "related", "recommend", "comment", "newsletter", "subscribe", "breadcrumb", "promo",
+    "popup",
 )
 WEAK_WORDS: Sequence[str] = (
-    "byline", "author", "caption", "credit", "tags", "meta", "date", "toolbar", "pagination", "widget",
-    "banner", "disclaimer", "footer", "nav", "menu",
+    "byline", "author", "caption", "credit", "tags", "meta", "date", "widget", "banner", "disclaimer",
+    "footer", "nav",
 )
-ID_WORDS: Sequence[str] = (  # ids are matched for fewer words: each selector costs time on every element
-    "comment", "sidebar", "related", "share", "social", "newsletter", "cookie", "footer", "nav", "menu",
-)
+ID_WORDS: Sequence[str] = ("comment", "sidebar", "related", "share", "footer", "nav")
 WRAPPER_GUARD = ":not(:has(p ~ p ~ p))"  # an element holding 3+ paragraphs is content, whatever its name
 
 
@@ -96,6 +108,8 @@ RAW_KEPT_SHARE = 0.3  # of the root's raw text (which includes white space and s
 
 LINK_SHARE = 0.5
 LINK_LINE_MAX_WORDS = 12
+LIST_ITEM_MAX_WORDS = 25  # a list of links is dropped as a whole when its items average fewer words
+LIST_LINK_SHARE = 0.3  # ... and this share of its text is link text
 BOILERPLATE_LINE = re.compile(
     r"^\W*(?:advert(?:isement)?|sponsored(?: links?| content)?|continue reading(?: below)?|breaking news"
     r"|related(?: articles| stories| posts| content)?|you may also like|read more|tags?|share(?: this)?"
@@ -128,8 +142,12 @@ def find_main_root(body):
     total = len(body.text)
     for selector in ROOT_SELECTORS:
         best, best_len = None, 0
-        for i, node in enumerate(body.query_selector_all(selector)):
-            if i >= ROOT_CANDIDATES:
+        if selector in UNIQUE_ROOT_SELECTORS:  # mostly one per page: the first match, one node wrapper
+            candidates = [body.query_selector(selector)]
+        else:
+            candidates = body.query_selector_all(selector)
+        for i, node in enumerate(candidates):
+            if node is None or i >= ROOT_CANDIDATES:
                 break
             n = len(node.text)
             if n > best_len:
@@ -161,32 +179,56 @@ def _keep_block(text: str, link_chars: int) -> bool:
     return True
 
 
+def _emit_list(items: List[tuple], out: List[str]) -> None:
+    """Append the kept items of one top-level list (``[(lines, link_chars)]``) to ``out``: nothing
+    when the whole list is mostly link text in short items (menus, related stories, teaser lists
+    whose items are a linked headline and a one-line dek), else item by item."""
+    if len(items) >= 2:
+        words = [w for lines, _ in items for line in lines for w in line.split()]
+        chars = sum(len(w) for w in words) + len(words)  # single-spaced: indentation does not count
+        links = sum(n for _, n in items)
+        if links > LIST_LINK_SHARE * chars and len(words) < LIST_ITEM_MAX_WORDS * len(items):
+            return
+    for lines, links in items:
+        if _keep_block(" ".join(lines), links):
+            out.extend(lines)
+
+
+def _bulleted(piece: str) -> str:
+    stripped = piece.lstrip()
+    return piece[: len(piece) - len(stripped)] + "\u2022 " + stripped
+
+
 def marked_to_text(marked: str) -> str:
     """Plain text from resiliparse's ``minimal_html`` output (``links=True``), block by block: a block
-    is a line, or all lines of one top-level list item; blocks made mostly of link text with few
-    words, stock boilerplate phrases, lone dates and copyright/cookie notices are dropped. List items
-    start with a bullet (``\u2022``, ordered or not, as trafilatura's ``-``)."""
+    is a line, or all lines of one top-level list item, and a whole list is judged too; blocks made
+    mostly of link text with few words, stock boilerplate phrases, lone dates and copyright/cookie
+    notices are dropped. List items start with a bullet (``\u2022``, ordered or not, as
+    trafilatura's ``-``)."""
     out: List[str] = []
+    items: List[tuple] = []  # the open top-level list: [(lines, link_chars)]
     block: List[str] = []  # lines of the open top-level list item
     block_links = 0
-    li_depth = 0
+    li_depth = list_depth = 0
     in_link = False
     bullet = False  # a list item opened and its first text has not come yet
     for line in marked.split("\n"):
         in_item = li_depth > 0
+        list_closed = False
         link_chars = 0
         if "<" not in line:
             text = line
             if in_link:
                 link_chars = len(line.strip())
+            if bullet and text.strip():
+                text, bullet = _bulleted(text), False
         else:
             parts, pos = [], 0
             for m in _TAG.finditer(line):
                 piece = line[pos:m.start()]
                 if piece:
                     if bullet and piece.strip():
-                        piece = piece.replace(piece.lstrip(), "\u2022 " + piece.lstrip(), 1)
-                        bullet = False
+                        piece, bullet = _bulleted(piece), False
                     parts.append(piece)
                     if in_link:
                         link_chars += len(piece.strip())
@@ -199,35 +241,41 @@ def marked_to_text(marked: str) -> str:
                         li_depth = max(0, li_depth - 1)
                     else:
                         li_depth += 1
-                        in_item = True
-                        bullet = True
+                        in_item = bullet = True
+                elif tag in ("ol", "ul"):
+                    if closing:
+                        list_depth = max(0, list_depth - 1)
+                        list_closed = list_depth == 0
+                    else:
+                        list_depth += 1
             piece = line[pos:]
             if piece:
                 if bullet and piece.strip():
-                    piece = piece.replace(piece.lstrip(), "\u2022 " + piece.lstrip(), 1)
-                    bullet = False
+                    piece, bullet = _bulleted(piece), False
                 parts.append(piece)
                 if in_link:
                     link_chars += len(piece.strip())
             text = "".join(parts)
             if "&" in text:
                 text = html_lib.unescape(text)
-        if bullet and text.strip() and "<" not in line:
-            text = text.replace(text.lstrip(), "\u2022 " + text.lstrip(), 1)
-            bullet = False
         if in_item:
             if text.strip():
                 block.append(text)
                 block_links += link_chars
             if li_depth == 0:  # the top-level item closed on this line
-                if _keep_block(" ".join(block), block_links):
-                    out.extend(block)
+                items.append((block, block_links))
                 block, block_links = [], 0
-            continue
-        if _keep_block(text, link_chars):
+        elif list_depth > 0 or list_closed:
+            if text.strip():
+                items.append(([text], link_chars))
+        elif _keep_block(text, link_chars):
             out.append(text)
-    if block and _keep_block(" ".join(block), block_links):
-        out.extend(block)
+        if items and (list_closed or (list_depth == 0 and li_depth == 0)):
+            _emit_list(items, out)
+            items = []
+    if block:
+        items.append((block, block_links))
+    _emit_list(items, out)
     return "\n".join(out)
 
 

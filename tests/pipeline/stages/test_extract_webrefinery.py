@@ -56,11 +56,11 @@ def test_token_prf_is_the_one_test_extract_uses():
 
 
 # Measured (resiliparse 2.0.1; token-bag P/R/F1 averaged over pages, after the stage's clean-up):
-#   webrefinery  all  P 0.956 R 0.966 F1 0.956   dev P 0.968 R 0.979 F1 0.972   test P 0.945 R 0.952 F1 0.940
+#   webrefinery  all  P 0.956 R 0.976 F1 0.962   dev P 0.968 R 0.985 F1 0.975   test P 0.943 R 0.966 F1 0.949
 #   (trafilatura all P 0.960 R 0.974 F1 0.962, test half F1 0.950; resiliparse all P 0.887 F1 0.929)
 FLOORS = {
     None: {"precision": 0.95, "recall": 0.95, "f1": 0.95},  # the issue's goal on the whole set
-    "test": {"precision": 0.93, "recall": 0.94, "f1": 0.93},
+    "test": {"precision": 0.93, "recall": 0.95, "f1": 0.94},
 }
 
 
@@ -137,6 +137,21 @@ def test_root_boilerplate_and_line_rules():
     for gone in ("Home", "Sidebar text", "Facebook", "Advertisement", "November 18, 2019",
                  "Another story", "One more story", "All rights reserved"):
         assert gone not in text, gone
+
+
+def test_a_teaser_list_goes_as_a_whole_and_a_list_with_a_link_stays():
+    """Linked headline + one-line dek per item: no single item is mostly link, the list is."""
+    teasers = "".join(f"<li><h3><a href='/s{i}'>Headline number {i} of another story</a></h3>"
+                      f"<p>A dek line that sums the story up.</p></li>" for i in range(4))
+    content = ("<li>Preheat the oven and read <a href='/t'>the table</a> of baking times for the tin you have.</li>"
+               "<li>Mix the flour, the butter and the sugar until the dough holds together well.</li>")
+    html = ("<html><body><article>" + "<p>The article itself, told in plain sentences for the reader.</p>" * 4
+            + f"<ul>{content}</ul><h2>More stories</h2><ul>{teasers}</ul></article></body></html>")
+    doc = {"id": "t", "text": "", "html": html}
+    assert ExtractStage(ExtractParams(extractor="webrefinery")).process(doc) is None
+    assert "Headline number" not in doc["text"] and "A dek line" not in doc["text"]
+    assert "\u2022 Preheat the oven and read the table of baking times" in doc["text"]
+    assert "\u2022 Mix the flour" in doc["text"]
 
 
 def test_a_boilerplate_name_on_the_only_wrapper_never_empties_the_page():
