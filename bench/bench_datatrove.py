@@ -183,13 +183,15 @@ def format_table(rows: Sequence[tuple]) -> str:
 
 # --- running ----------------------------------------------------------------------------------------------
 
-def run_pinned(cmd: Sequence[str], core: int, env: Optional[Mapping[str, str]] = None, log: Optional[Path] = None) -> dict:
-    """Run ``cmd`` pinned to ``core``; wall, CPU (user + sys of it and its reaped descendants), peak RSS."""
+def run_pinned(cmd: Sequence[str], core: int, env: Optional[Mapping[str, str]] = None, log: Optional[Path] = None,
+               cwd: Optional[Path] = None) -> dict:
+    """Run ``cmd`` (in ``cwd``, default the repository) pinned to ``core``; wall, CPU (user + sys of it and its
+    reaped descendants), peak RSS."""
     out = open(log, "wb") if log else subprocess.DEVNULL
     try:
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), env=dict(env) if env else None, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=str(REPO), preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+                                cwd=str(cwd or REPO), preexec_fn=lambda: os.sched_setaffinity(0, {core}))
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -11,7 +11,10 @@ on the machine matters less), best of ``--rounds``.
 With ``--base COMMIT`` (default ``HEAD``; ``--base none`` to skip) the same measurement runs in a child
 process on a ``git worktree`` of that commit (its ``pipeline`` package ahead of the editable install) and the
 table shows both columns and the ratio base / this tree. Both must produce the same documents, decisions and
-shard bytes: a digest of every shard written and of every (document, reason) is compared and printed.
+shard bytes: a digest of every shard written and of every (document, reason) is compared and printed. Then
+the whole ``refinery run`` (Beam, in-process) for each tree, pinned to one core (``--core``), medians of
+``--rounds`` of wall and CPU time (``os.wait4``), and whether the shards are byte-identical (``--no-runs``
+skips it).
 
     .venv/bin/python bench/bench_docpath.py --base 42e3522 --rounds 3
 """
@@ -174,6 +177,31 @@ def langid_breakdown(stages, texts, rounds: int) -> dict:
     }
 
 
+def whole_runs(trees: dict, rounds: int, core: int) -> dict:
+    """Median wall and CPU (os.wait4, pinned to ``core``) of ``refinery run rw_filtered`` (resiliparse) per tree,
+    rounds interleaved; and whether every tree wrote the same shard bytes."""
+    from bench.bench_datatrove import median, run_pinned
+
+    inputs = [str(p) for p in _inputs()]
+    out: dict = {name: [] for name in trees}
+    hashes: dict = {}
+    with tempfile.TemporaryDirectory(prefix="docpath-runs-") as tmp:
+        for rnd in range(rounds):
+            for name, tree in trees.items():
+                d = Path(tmp) / f"{len(hashes)}-{rnd}"
+                env = dict(os.environ, PYTHONPATH=str(tree))
+                cmd = [sys.executable, "-m", "pipeline.cli", "run", "rw_filtered", "--input", *inputs, "--output", str(d),
+                       "--set", "extract.extractor=resiliparse", "--force"]
+                r = run_pinned(cmd, core, env, Path(tmp) / "log.txt", cwd=tree)
+                out[name].append(r)
+                h = hashlib.sha256()
+                for f in sorted(d.glob("*/*.arrow")):
+                    h.update(f.relative_to(d).as_posix().encode() + b":" + hashlib.sha256(f.read_bytes()).digest())
+                hashes.setdefault(name, set()).add(h.hexdigest())
+    return {name: {"wall": median([r["wall"] for r in rs]), "cpu": median([r["cpu"] for r in rs])}
+            for name, rs in out.items()}, len(set().union(*hashes.values())) == 1
+
+
 def _measure_tree(tree: Path, rounds: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), BENCH_DOCPATH_ROOT=str(tree))
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--rounds", str(rounds)],
@@ -187,13 +215,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--base", default="HEAD", help="commit to compare with ('none': this tree only)")
+    ap.add_argument("--core", type=int, default=0, help="the CPU the whole runs are pinned to")
+    ap.add_argument("--no-runs", action="store_true", help="skip the whole refinery runs (pieces only)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ.setdefault("WEBREFINERY_DATA", str(REPO.parent / "shared" / "data"))
     if args.child:
         print(json.dumps(measure(args.rounds)))
         return 0
-    results = {}
+    results, runs, same = {}, None, True
     worktree = None
     try:
         if args.base != "none":
@@ -202,12 +232,24 @@ def main(argv=None) -> int:
                            capture_output=True)
             results[f"base {args.base}"] = _measure_tree(worktree, args.rounds)
         results["this tree"] = _measure_tree(REPO, args.rounds)
+        names = list(results)
+        if not args.no_runs:
+            runs, same = whole_runs({n: (worktree if n.startswith("base") else REPO) for n in names}, args.rounds,
+                                    args.core)
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True)
             shutil.rmtree(worktree, ignore_errors=True)
-    names = list(results)
     first = results[names[0]]
+    if runs:
+        print(f"\n## the whole run: refinery run rw_filtered --set extract.extractor=resiliparse, pinned to core "
+              f"{args.core}, medians of {args.rounds}\n")
+        print("| | " + " | ".join(names) + (" | base / this |" if len(names) > 1 else " |"))
+        print("|---|" + "---|" * len(names) + ("---|" if len(names) > 1 else ""))
+        for key in ("wall", "cpu"):
+            ratio = f" {runs[names[0]][key] / runs[names[-1]][key]:.2f}x |" if len(names) > 1 else ""
+            print(f"| {key} s | " + " | ".join(f"{runs[n][key]:.2f}" for n in names) + " |" + ratio)
+        print(f"\nshards of the whole runs: {'byte-identical' if same else 'DIFFERENT'} across {', '.join(names)}")
     print(f"\n## rw_filtered document path (resiliparse), {first['records']} records, {first['kept']} kept: "
           f"CPU ms per record, best of {args.rounds}\n")
     print("| piece | " + " | ".join(names) + (" | base / this |" if len(names) > 1 else " |"))
@@ -254,7 +296,7 @@ def main(argv=None) -> int:
     digests = {results[n]["digest"] for n in names}
     print(f"\noutputs (every shard's bytes, every document's key, reason and text): "
           f"{'identical' if len(digests) == 1 else 'DIFFERENT'} across {', '.join(names)}")
-    return 0 if len(digests) == 1 else 1
+    return 0 if len(digests) == 1 and same else 1
 
 
 if __name__ == "__main__":
