@@ -165,8 +165,8 @@ def _keep_block(text: str, link_chars: int) -> bool:
     n_words = text.count(" ") + 1  # words up to runs of spaces: cheap, and only compared to small limits
     if n_words >= NOTICE_LINE_MAX_WORDS:
         return True
-    if link_chars > LINK_SHARE * len(text) and n_words < LINK_LINE_MAX_WORDS:
-        return False
+    if link_chars > LINK_SHARE * len(text) and n_words < LINK_LINE_MAX_WORDS and "\t" not in text:
+        return False  # (a tab: a table row, kept as data, as trafilatura keeps tables)
     if n_words <= 10:
         if n_words <= 4 and BOILERPLATE_LINE.match(text):
             return False

@@ -154,6 +154,17 @@ def test_a_teaser_list_goes_as_a_whole_and_a_list_with_a_link_stays():
     assert "\u2022 Mix the flour" in doc["text"]
 
 
+def test_table_rows_of_links_are_data_not_menus():
+    """A forum listing (each row a linked subject plus a few cells) stays, as trafilatura keeps it."""
+    rows = "".join(f"<tr><td><a href='/t{i}'>Thread subject {i}</a></td><td>poster{i}</td><td>{i}</td></tr>"
+                   for i in range(6))
+    html = ("<html><body><div><p>Posts by one member of the forum, newest first, as listed below.</p>"
+            f"<table>{rows}</table></div></body></html>")
+    doc = {"id": "f", "text": "", "html": html}
+    assert ExtractStage(ExtractParams(extractor="webrefinery")).process(doc) is None
+    assert all(f"Thread subject {i}" in doc["text"] for i in range(6))
+
+
 def test_a_boilerplate_name_on_the_only_wrapper_never_empties_the_page():
     """Safety net: when the skip list would remove most of the text, a milder one is used."""
     html = ("<html><body><div class='post-meta-wrapper'><div class='nav-content'>"
