@@ -10,7 +10,6 @@ import json
 import re
 import threading
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,6 +19,7 @@ from pipeline.stages import extract as ex
 from pipeline.stages.extract import ExtractParams, ExtractStage, clean_text, collapse_newlines, remove_urls
 from pipeline.stages.timeout import DeadlineExceeded, call_with_deadline
 from pipeline.paths import require_shared
+from bench.article_benchmark import token_prf
 
 BENCH = ("html", "article-extraction-benchmark")
 
@@ -27,23 +27,7 @@ BENCH = ("html", "article-extraction-benchmark")
 # --- the benchmark ---------------------------------------------------------------------------------
 
 
-def f1_tokens(text: str) -> list:
-    """Whitespace tokens, lower-cased, with Unicode punctuation removed (empty tokens dropped)."""
-    out = []
-    for tok in text.lower().split():
-        tok = "".join(ch for ch in tok if not unicodedata.category(ch).startswith("P"))
-        if tok:
-            out.append(tok)
-    return out
-
-
-def token_prf(predicted: str, truth: str) -> tuple:
-    """Bag-of-tokens precision, recall, F1 of ``predicted`` against ``truth`` (empty -> 0)."""
-    pred, ref = collections.Counter(f1_tokens(predicted)), collections.Counter(f1_tokens(truth))
-    overlap = sum((pred & ref).values())
-    p = overlap / sum(pred.values()) if pred else 0.0
-    r = overlap / sum(ref.values()) if ref else 0.0
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+# token P/R/F1 and the benchmark's dev/test split live in bench/article_benchmark.py (the bench uses them too)
 
 
 def test_token_prf_counts_multiset_overlap():
