@@ -104,7 +104,7 @@ SKIP_TIERS: Sequence[List[str]] = (
 MIN_KEPT_SHARE = 0.5
 RAW_KEPT_SHARE = 0.3  # of the root's raw text (which includes white space and scripts): no comparison needed
 
-# --- 4. line level --------------------------------------------------------------------------------
+# --- 4. blocks ------------------------------------------------------------------------------------
 
 LINK_SHARE = 0.5
 LINK_LINE_MAX_WORDS = 12
