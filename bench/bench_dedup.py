@@ -10,7 +10,10 @@ neither its building nor an in-memory ``Create`` counts in the pipeline's time a
 
 Pipeline (Beam, in-process FnApiRunner; ``--workers N`` for multi_processing): ReadFromText ->
 json.loads -> exact_dedup -> url_dedup -> minhash_dedup (``--preset``) [-> substring_dedup with
-``--substring``].
+``--substring``]. ``--design fused`` (the default, what ``refinery run`` builds) runs the three as one
+``pipeline.dedup.fused.FusedDedup`` (documents shuffled once); ``--design chained`` as three transforms,
+each shuffling the documents (the design before); ``--design both`` runs both, one after the other, each
+in its own forked child on the same corpus file.
 
 Prints wall time of the pipeline run, peak memory (the driver's high-water mark VmHWM, which is
 the whole run with one worker; and the sum over the driver and its worker processes sampled every
@@ -26,7 +29,7 @@ both peak RSS (each process's VmHWM reset at its start), and whether both kept e
 documents and rejected the others for the same reasons (exit status 1 when not).
 
     .venv/bin/python bench/bench_dedup.py --docs 10000 [--preset refinedweb] [--workers 2] [--substring]
-        [--corpus-dir /tmp/dedup-corpus] [--trace rss.csv] [--baseline]
+        [--corpus-dir /tmp/dedup-corpus] [--trace rss.csv] [--baseline] [--design fused|chained|both]
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from pipeline.dedup.minhash.hashing import MinHasher, band_hashes, jaccard_of_ha
 from pipeline.dedup.minhash.transform import CLUSTER_COLUMN, SIZE_COLUMN  # noqa: E402
 from pipeline.dedup.stages import (  # noqa: E402
     ExactDedupParams, ExactDedupStage, MinhashDedupParams, MinhashDedupStage, SubstringDedupParams,
-    SubstringDedupStage, UrlDedupParams, UrlDedupStage,
+    SubstringDedupStage, UrlDedupParams, UrlDedupStage, fusable,
 )
 from pipeline.document import doc_key, make_document, text_of  # noqa: E402
 from pipeline.stages.base import error_reason, reason  # noqa: E402
@@ -409,16 +412,70 @@ def read_outputs(out: str):
 
 
 class Dedup(beam.PTransform):
-    def __init__(self, stages):
+    """The dedup stages in order: each its own transform (``fused=False``: chained, every stage shuffles the
+    documents), or with consecutive exact/URL/MinHash stages as one ``FusedDedup`` (``fused=True``, as the
+    graph builder does)."""
+
+    def __init__(self, stages, fused: bool = False):
         super().__init__()
-        self.stages = stages
+        self.stages, self.fused = stages, fused
 
     def expand(self, docs):
-        rejected = []
+        from pipeline.dedup.fused import FusedDedup
+
+        runs = []
         for stage in self.stages:
-            docs, rej = docs | stage.name >> stage.beam_transform()
+            if self.fused and fusable(stage) and runs and fusable(runs[-1][-1]):
+                runs[-1].append(stage)
+            else:
+                runs.append([stage])
+        rejected = []
+        for run in runs:
+            if len(run) > 1:
+                docs, rej = docs | "+".join(s.name for s in run) >> FusedDedup(run)
+            else:
+                docs, rej = docs | run[0].name >> run[0].beam_transform()
             rejected.append(rej)
         return docs, tuple(rejected) | "AllRejected" >> beam.Flatten()
+
+
+def _beam_child(path: str, out: str, stages, fused: bool, beam_args, result_path: str) -> None:
+    """The Beam pipeline on the corpus file (read + json.loads, dedup, write kept ids and reasons) in this
+    (forked) process: timings, memory and metrics of the run to ``result_path``."""
+    p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(beam_args))
+    docs = p | "Read" >> beam.io.ReadFromText(path) | "Parse" >> beam.Map(json.loads)
+    kept, rejected = docs | Dedup(stages, fused=fused)
+    kept | "KeptIds" >> beam.Map(lambda d: d["id"]) | "WriteKept" >> beam.io.WriteToText(os.path.join(out, "kept"))
+    rejected | "Reasons" >> beam.Map(lambda dr: json.dumps([dr[0]["id"], dr[1]])) | "WriteRejected" >> beam.io.WriteToText(os.path.join(out, "rejected"))
+    base_rss = _rss_mib(os.getpid())
+    hwm_reset = _reset_peak_rss()  # the high-water mark then covers the run only
+    sampler = RssSampler()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    child_cpu_before = sum(os.times()[2:4])
+    sampler.start()
+    start = time.perf_counter()
+    result = p.run()
+    result.wait_until_finish()
+    wall = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before + sum(os.times()[2:4]) - child_cpu_before
+    with open(result_path, "w") as fh:
+        json.dump({"wall": wall, "cpu": cpu, "base_rss": base_rss, "peak_total": sampler.peak_total,
+                   "peak_worker": sampler.peak_worker, "trace": sampler.trace, "metrics": dedup_metrics(result),
+                   "self_hwm": _vm_kib("VmHWM") / 1024 if hwm_reset else usage.ru_maxrss / 1024}, fh)
+
+
+def run_beam(path: str, tmp: str, stages, design: str, beam_args) -> dict:
+    """Run the Beam pipeline (``design`` fused or chained) in a forked child: timings, RSS, metrics, output folder."""
+    out, result_path = os.path.join(tmp, f"beam-{design}-out"), os.path.join(tmp, f"beam-{design}.json")
+    run_in_child(_beam_child, (path, out, stages, design == "fused", beam_args, result_path), f"the Beam pipeline ({design})")
+    with open(result_path) as fh:
+        info = json.load(fh)
+    info["out"] = out
+    return info
 
 
 def main() -> None:
@@ -433,6 +490,9 @@ def main() -> None:
     ap.add_argument("--corpus-dir", default=None,
                     help="keep the generated corpus here and reuse it on later runs (default: a temporary folder)")
     ap.add_argument("--trace", default=None, help="write the sampled (seconds, total RSS MiB) trace to this CSV")
+    ap.add_argument("--design", default="fused", choices=["fused", "chained", "both"],
+                    help="fused: exact, URL and MinHash dedup as one transform, documents shuffled once (what refinery "
+                         "run builds); chained: each stage its own transform (the design before); both: one after the other")
     ap.add_argument("--baseline", action="store_true",
                     help="also run the same three stages as a plain single-process loop (plain_dedup) on the same "
                          "corpus, compare time and memory, and check that both keep the same documents")
@@ -454,37 +514,33 @@ def main() -> None:
         beam_args = []
         if args.workers > 1:
             beam_args = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
-
-        p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(beam_args))
-        docs = p | "Read" >> beam.io.ReadFromText(path) | "Parse" >> beam.Map(json.loads)
-        kept, rejected = docs | Dedup(stages)
-        out = os.path.join(tmp, "out")
-        kept | "KeptIds" >> beam.Map(lambda d: d["id"]) | "WriteKept" >> beam.io.WriteToText(os.path.join(out, "kept"))
-        rejected | "Reasons" >> beam.Map(lambda dr: json.dumps([dr[0]["id"], dr[1]])) | "WriteRejected" >> beam.io.WriteToText(os.path.join(out, "rejected"))
-        base_rss = _rss_mib(os.getpid())
-        hwm_reset = _reset_peak_rss()  # the driver's high-water mark then covers the run only
-        sampler = RssSampler()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_before = usage.ru_utime + usage.ru_stime
-        child_cpu_before = sum(os.times()[2:4])
-        sampler.start()
-        start = time.perf_counter()
-        result = p.run()
-        result.wait_until_finish()
-        wall = time.perf_counter() - start
-        sampler.stop.set()
-        sampler.join()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = usage.ru_utime + usage.ru_stime - cpu_before + sum(os.times()[2:4]) - child_cpu_before
-        metrics = dedup_metrics(result)
-        kept_ids, reasons, rejected_ids = read_outputs(out)
+        designs = ["chained", "fused"] if args.design == "both" else [args.design]
+        runs = {d: run_beam(path, tmp, stages, d, beam_args) for d in designs}
+        for run in runs.values():
+            run["kept"], run["reasons"], run["rejected"] = read_outputs(run["out"])
         if loop is not None:
             loop["kept"], loop["reasons"], loop["rejected"] = read_outputs(loop["out"])
-    if args.trace:
-        with open(args.trace, "w") as fh:
-            fh.writelines(f"{t:.2f},{m:.0f}\n" for t, m in sampler.trace)
+    same = True
+    for design, run in runs.items():
+        if args.trace:
+            trace = args.trace if len(runs) == 1 else f"{os.path.splitext(args.trace)[0]}-{design}.csv"
+            with open(trace, "w") as fh:
+                fh.writelines(f"{t:.2f},{m:.0f}\n" for t, m in run["trace"])
+        print(f"--- design: {design}")
+        same = report_run(args, stages, origins, run, loop) and same
+    if len(runs) == 2:
+        chained, fused = runs["chained"], runs["fused"]
+        agree = sorted(chained["kept"]) == sorted(fused["kept"]) and chained["rejected"] == fused["rejected"]
+        print(f"--- fused / chained: CPU {fused['cpu']:.1f}s / {chained['cpu']:.1f}s = {fused['cpu'] / chained['cpu']:.2f}x, "
+              f"wall {fused['wall'] / chained['wall']:.2f}x; kept sets and rejection reasons identical: {'yes' if agree else 'NO'}")
+        same = same and agree
+    if not same:
+        sys.exit(1)
 
-    self_hwm = _vm_kib("VmHWM") / 1024 if hwm_reset else usage.ru_maxrss / 1024
+
+def report_run(args, stages, origins, run, loop) -> bool:
+    """Print one design's run (and Beam vs the loop); True unless the loop kept or rejected otherwise."""
+    metrics, kept_ids, reasons, wall, cpu = run["metrics"], run["kept"], run["reasons"], run["wall"], run["cpu"]
     kept_per_cluster = Counter(int(origins[int(doc_id[len("syn-"):])]) for doc_id in kept_ids)
     clusters = set(origins.tolist())
     perfect = sum(1 for c in clusters if kept_per_cluster[c] == 1)
@@ -493,8 +549,8 @@ def main() -> None:
 
     print(f"preset {args.preset}, workers {args.workers}, stages: {', '.join(s.name for s in stages)}")
     print(f"wall {wall:.1f}s  ({args.docs / wall:.0f} docs/s), CPU {cpu:.1f}s")
-    print(f"peak RSS: all processes {sampler.peak_total:.0f} MiB (sampled every 0.2 s; {base_rss:.0f} MiB before the run), "
-          f"driver high-water mark {self_hwm:.0f} MiB, largest worker process {sampler.peak_worker:.0f} MiB")
+    print(f"peak RSS: all processes {run['peak_total']:.0f} MiB (sampled every 0.2 s; {run['base_rss']:.0f} MiB before the run), "
+          f"driver high-water mark {run['self_hwm']:.0f} MiB, largest worker process {run['peak_worker']:.0f} MiB")
     print(f"connected components: rounds needed {metrics.get('minhash_dedup|cc_rounds_needed', 0)}, "
           f"unconverged nodes {metrics.get('minhash_dedup|cc_unconverged_nodes', 0)}, nodes in clusters {metrics.get('minhash_dedup|cc_nodes', 0)}")
     largest = metrics.get("minhash_dedup|largest_bucket")
@@ -506,9 +562,10 @@ def main() -> None:
     print(f"kept {len(kept_ids)}; rejected: " + ", ".join(f"{r} {c}" for r, c in sorted(reasons.items())))
     print(f"truth: {len(clusters)} originals; kept exactly one: {perfect}; extra copies kept (missed): {missed}; "
           f"clusters with nothing kept (over-merged): {lost}")
-    if loop is not None and not report_baseline(loop, wall, cpu, base_rss, self_hwm if args.workers == 1 else sampler.peak_total,
-                                                kept_ids, rejected_ids, args.workers):
-        sys.exit(1)
+    if loop is None:
+        return True
+    peak = run["self_hwm"] if args.workers == 1 else run["peak_total"]
+    return report_baseline(loop, wall, cpu, run["base_rss"], peak, kept_ids, run["rejected"], args.workers)
 
 
 def report_baseline(loop, wall, cpu, beam_base, beam_peak, kept_ids, rejected_ids, workers) -> bool:

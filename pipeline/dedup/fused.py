@@ -2,38 +2,42 @@
 cross a single shuffle: docs -> (kept, rejected (doc, reason)).
 
 Chained, every stage of the run shuffles every document it sees (``exact.GroupDedup``,
-``minhash.transform.MinhashDedup``). Fused, ``FusedDedup`` computes, once per document, what each
-stage's decision needs (its group key and priority, or its MinHash band hashes and priority), sends the
-document itself once, by its node shard (``packed.node_shard(node_id(doc_key))``), to the last join,
-and makes the decisions on small records only:
+``minhash.transform.MinhashDedup``). Fused, ``FusedDedup`` computes, once per document, what every
+stage's decision needs (group key and priority; MinHash priority and band hashes), sends the document
+itself once, by its node shard (``packed.node_shard(node_id(doc_key))``), to the last join, and lets a
+small *state* record travel from decision to decision instead:
 
-    docs -> Prepare -> documents (node shard, [token + document] batches)  ------------------------.
-                    -> inputs of stage i (node shard, [token, what stage i needs] batches)          |
-                    -> errors (node shard, [token, stage index, reason]); a dead letter of the      |
-                       first stage is rejected at once                                              |
-    per stage i, in the pipeline's order:                                                           |
-        {inputs i, outcomes of stages < i} -> CoGroupByKey(node shard) -> Active (drops what an     |
-        earlier stage rejected) -> the stage's own decision shuffles -> outcomes i (node shard)     |
-    {documents, errors, outcomes of every stage} -> CoGroupByKey(node shard) -> Apply  <------------'
+    docs -> Prepare -> documents (node shard, [token + document] batches) --------------------------.
+                    -> state -> the first stage that needs a shuffle                                 |
+    group stage i:   states (key shard) -> GroupByKey -> Decide: the kept member's state goes on,    |
+                     the others end (fate: rejected here)                                           |
+    MinHash stage i: bucket entries, priorities -> the stage's own graph (candidate edges, connected |
+                     components, ``_ToRootDoFn``, ``_DecideDoFn``) -> decisions (node shard);       |
+                     states wait (node shard) and join the decisions (Continue), or, when it is the |
+                     last stage, go with them to the last join                                      |
+    {documents, fates, [last MinHash states and decisions]} -> CoGroupByKey(node shard) -> Apply <--'
 
-A *token* is a document's node id (16 bytes) and the CRC-32 of its packed record (4 bytes): two records
-with one ``doc_key`` but different contents stay apart; byte-identical records are interchangeable, so
-outcomes are kept per token as a multiset. ``Apply`` walks the stages in order exactly as the chain
-would: a document rejected by one stage (a duplicate, or a dead letter of that stage) takes no part in
-the later ones, and the columns each stage writes (``<stage>_group_size``, ``minhash_cluster``,
-``minhash_cluster_size``) are set as the chain sets them. The group decisions are those of
-``exact._KeepOneDoFn`` (smallest ``priority_of`` per key; documents without a key kept and not
-grouped), the MinHash decisions those of ``minhash.transform`` (its candidate edges, connected
-components, ``_ToRootDoFn`` and ``_DecideDoFn``, run on the documents still active at that stage).
+A state is ``[token, outcomes, inputs]``: what the stages so far decided (a group size or None; a MinHash
+[cluster, size]) and what the remaining ones need. "Going on" means: skip the group stages that have no key
+for the document (not grouped, kept, as ``exact._KeyDoFn``), end with a dead letter at a stage whose inputs
+could not be computed, else go to the next stage's shuffle (or end kept after the last stage). So a document
+rejected by one stage takes no part in the later ones, exactly as chained; decisions are those of
+``exact._KeepOneDoFn`` (smallest ``priority_of`` per key, the first one on a tie) and of
+``minhash.transform`` (run on the documents still active at that stage).
 
-What differs from the chain is only the cost: each stage's inputs are computed from the document as it
-came in (no stage key reads a column an earlier dedup stage writes), so MinHash signatures are also
-computed for documents an earlier stage will reject, and the documents are encoded and decoded once.
+A *token* is a document's node id (16 bytes) and the CRC-32 of its packed record (4 bytes): two records with
+one ``doc_key`` but different contents stay apart; byte-identical records are interchangeable, so fates are
+kept per token as a multiset. ``Apply`` walks the stages in the pipeline's order and sets the columns each
+stage writes (``<stage>_group_size``, ``minhash_cluster``, ``minhash_cluster_size``) as chained.
+
+What differs from the chain is only the cost: each stage's inputs are computed from the document as it came
+in (no stage key reads a column an earlier dedup stage writes), so MinHash signatures are also computed for
+documents an earlier stage will reject, and each document is encoded and decoded once.
 
 ``counters`` (optional, a callable ``stage name -> object with count(doc, what, reason="")``, e.g.
-``pipeline.beam._Counters``) makes ``Apply`` (and ``Prepare``, for first-stage dead letters) count
-every stage's ``in``, ``kept`` and ``rejected|<reason>``, as the graph builder counts around a single
-collection stage.
+``pipeline.beam._Counters``) makes ``Apply`` (and ``Prepare``, for first-stage dead letters) count every
+stage's ``in``, ``kept`` and ``rejected|<reason>``, as the graph builder counts around a single collection
+stage.
 """
 
 from __future__ import annotations
@@ -55,18 +59,16 @@ from pipeline.stages.base import error_reason, reason
 
 REJECTED_TAG = "rejected"
 DOCS_TAG = "docs"
-ERRORS_TAG = "errors"
+FATES_TAG = "fates"
+CARRY_TAG = "carry"
+DECISIONS_TAG = "decisions"
 NODE = 16  # bytes of a node id
 TOKEN = NODE + 4  # node id + CRC-32 of the packed record
 _BANDS = np.dtype("<u8")
 
 
-def _input_tag(i: int) -> str:
-    return f"in{i}"
-
-
-def _outcome_tag(i: int) -> str:
-    return f"out{i}"
+def _tag(what: str, i: int) -> str:
+    return f"{what}{i}"
 
 
 class _GroupSpec:
@@ -85,11 +87,11 @@ class _GroupSpec:
     def setup(self) -> None:
         pass
 
-    def prepare(self, doc) -> Optional[List]:
-        """[key, priority] of a grouped document, None for one without a group key (as ``exact._KeyDoFn``)."""
+    def prepare(self, doc) -> List:
+        """[key, priority]; [None, None] for a document without a group key (as ``exact._KeyDoFn``)."""
         key = self.key_fn(doc)
         if key is None:
-            return None
+            return [None, None]
         return [key.hex() if isinstance(key, bytes) else key, priority_of(doc, self.keep)]
 
 
@@ -133,26 +135,155 @@ def _specs(stages) -> List[Any]:
 
 
 def _node_shards(stages) -> int:
-    """Shards of the node-sharded records: the MinHash stage's (its labels come out on them), else the default."""
-    return next((s.params.shards for s in stages if s.name == "minhash_dedup"), SHARDS)
+    """Shards of the documents and fates: those of the last MinHash stage (its decisions join them), else the default."""
+    return next((s.params.shards for s in reversed(stages) if s.name == "minhash_dedup"), SHARDS)
 
 
-class _PrepareDoFn(beam.DoFn):
-    """Document -> its token and packed record (``docs``), each stage's inputs (``in<i>``), dead letters of
-    later stages (``errors``); a dead letter of the first stage (its inputs, or a record that cannot be
-    packed) is rejected here. All outputs are record batches by node shard, emitted when full and at the
-    end of the bundle."""
+def _outputs_from(specs, start: int) -> List[str]:
+    """The tags a DoFn that moves states on from stage ``start`` writes to."""
+    tags = [FATES_TAG]
+    for i in range(start, len(specs)):
+        tags += [_tag("group", i)] if specs[i].kind == "group" else [_tag("bands", i), _tag("info", i), _tag("sets", i), _tag(CARRY_TAG, i)]
+    return tags
+
+
+class _Router:
+    """Moves states on (see the module docstring): ``advance(state)`` yields the (tag, element) outputs that
+    are full, ``flush()`` the rest at the end of a bundle. Record batches are by key shard (group states) or
+    node shard (fates, priorities, waiting states); bucket entries by band-hash shard, as
+    ``banding.SignatureDoFn`` emits them."""
+
+    def __init__(self, specs, shards: int):
+        self.kinds = [s.kind for s in specs]
+        self.names = [s.name for s in specs]
+        self.bands = [s.params.lsh().bands if s.kind == "minhash" else 0 for s in specs]
+        self.verify = [bool(s.kind == "minhash" and s.params.verify) for s in specs]
+        self.minhash_shards = [s.params.shards if s.kind == "minhash" else 0 for s in specs]
+        self.shards = shards
+
+    def setup(self):
+        from pipeline.dedup.minhash.banding import BATCH_RECORDS
+
+        self.no_shingles = {i: Metrics.counter(METRICS_NAMESPACE, f"{self.names[i]}|no_shingles")
+                            for i, kind in enumerate(self.kinds) if kind == "minhash"}
+        self.batch_docs = {i: max(1, BATCH_RECORDS // self.bands[i]) for i in self.no_shingles}
+        self.duplicate = [reason(name, "duplicate") for name in self.names]
+
+    def start_bundle(self):
+        self.batches: Dict[str, packed.RecordBatches] = {}
+        self.nodes: Dict[int, List] = {i: [] for i in self.no_shingles}
+        self.hashes: Dict[int, List] = {i: [] for i in self.no_shingles}
+
+    def _add(self, tag: str, shard: int, record):
+        out = self.batches.get(tag)
+        if out is None:
+            out = self.batches[tag] = packed.RecordBatches()
+        full = out.add(shard, packed.pack_record(record))
+        if full:
+            yield tag, full
+
+    def _bucket_batches(self, i: int):
+        from pipeline.dedup.minhash import graph
+
+        if not self.nodes[i]:
+            return
+        cols = graph.bucket_records(self.nodes[i], np.stack(self.hashes[i]))
+        self.nodes[i], self.hashes[i] = [], []
+        for batch in packed.split_by_shard(packed.shard_of(cols[0], self.minhash_shards[i]), cols):
+            yield _tag("bands", i), batch
+
+    def fate(self, state, reject: Optional[int] = None, why: Optional[str] = None):
+        """End a state: [token, outcomes, index of the rejecting stage or None, reason or None]."""
+        token = state[0]
+        yield from self._add(FATES_TAG, packed.node_shard(token[:NODE], self.shards), [token, state[1], reject, why])
+
+    def advance(self, state):
+        token, outcomes, inputs = state
+        i = len(outcomes)
+        while i < len(self.kinds):
+            value = inputs[i]
+            if isinstance(value, str):  # the stage's inputs raised: its dead letter
+                yield from self.fate(state, i, value)
+                return
+            if self.kinds[i] == "group":
+                if value[0] is None:  # no group key: kept, not grouped
+                    outcomes.append(None)
+                    inputs[i] = None
+                    i += 1
+                    continue
+                yield from self._add(_tag("group", i), packed.key_shard(value[0], SHARDS), state)
+                return
+            priority, bands, shingles = value
+            node = token[:NODE]
+            shard = packed.node_shard(node, self.minhash_shards[i])  # where the stage's labels and decisions are
+            yield from self._add(_tag("info", i), shard, priority)
+            if bands is None:
+                self.no_shingles[i].inc()
+            else:
+                self.nodes[i].append(node)
+                self.hashes[i].append(np.frombuffer(bands, dtype=_BANDS))
+                if len(self.nodes[i]) >= self.batch_docs[i]:
+                    yield from self._bucket_batches(i)
+                if shingles is not None:
+                    yield _tag("sets", i), (node, shingles)
+            inputs[i] = None
+            yield from self._add(_tag(CARRY_TAG, i), shard, [token, outcomes, inputs, priority[-1]])
+            return
+        yield from self.fate(state)
+
+    def flush(self):
+        for i in self.nodes:
+            yield from self._bucket_batches(i)
+        batches, self.batches = self.batches, {}
+        for tag, out in batches.items():
+            for batch in out.flush():
+                yield tag, batch
+
+
+def _emit(pairs):
+    for tag, element in pairs:
+        yield beam.pvalue.TaggedOutput(tag, element)
+
+
+def _emit_windowed(pairs):
+    for tag, element in pairs:
+        yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(element))
+
+
+class _RoutingDoFn(beam.DoFn):
+    """Base of the DoFns that move states on (``_Router``)."""
+
+    def __init__(self, specs, shards: int):
+        self.router = _Router(specs, shards)
+
+    def setup(self):
+        self.router.setup()
+
+    def start_bundle(self):
+        self.router.start_bundle()
+
+    def finish_bundle(self):
+        yield from _emit_windowed(self.router.flush())
+
+
+class _PrepareDoFn(_RoutingDoFn):
+    """Document -> its token and packed record (``docs``, by node shard) and its state, moved on from the
+    first stage; a dead letter of the first stage (its inputs, or a record that cannot be packed) is
+    rejected here."""
 
     def __init__(self, specs, shards: int, counters: Optional[Callable] = None):
+        super().__init__(specs, shards)
         self.specs, self.shards, self.counter_factory = specs, shards, counters
 
     def setup(self):
+        super().setup()
         for spec in self.specs:
             spec.setup()
         self.first = self.counter_factory(self.specs[0].name) if self.counter_factory else None
 
     def start_bundle(self):
-        self.out = {tag: packed.RecordBatches() for tag in [DOCS_TAG, ERRORS_TAG] + [_input_tag(i) for i in range(len(self.specs))]}
+        super().start_bundle()
+        self.docs = packed.RecordBatches()
 
     def _reject_first(self, doc, exc):
         why = error_reason(self.specs[0].name, exc)
@@ -162,15 +293,15 @@ class _PrepareDoFn(beam.DoFn):
         return beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, why))
 
     def process(self, doc):
-        inputs, error = [], None
+        inputs: List[Any] = [None] * len(self.specs)
         for i, spec in enumerate(self.specs):
             try:
-                inputs.append(spec.prepare(doc))
+                inputs[i] = spec.prepare(doc)
             except Exception as exc:  # a dead letter of stage i (if the document gets that far)
                 if i == 0:
                     yield self._reject_first(doc, exc)
                     return
-                error = [i, error_reason(spec.name, exc)]
+                inputs[i] = error_reason(spec.name, exc)
                 break
         try:
             blob = packed.pack_record(doc)
@@ -179,175 +310,74 @@ class _PrepareDoFn(beam.DoFn):
             return
         node = node_id(doc_key(doc))
         token = node + zlib.crc32(blob).to_bytes(4, "big")
-        shard = packed.node_shard(node, self.shards)
-        records = [(DOCS_TAG, token + blob)]
-        if error is not None:
-            records.append((ERRORS_TAG, packed.pack_record([token] + error)))
-        for i, value in enumerate(inputs):
-            if value is not None:
-                records.append((_input_tag(i), packed.pack_record([token] + value)))
-        for tag, record in records:
-            full = self.out[tag].add(shard, record)
-            if full:
-                yield beam.pvalue.TaggedOutput(tag, full)
+        full = self.docs.add(packed.node_shard(node, self.shards), token + blob)
+        if full:
+            yield beam.pvalue.TaggedOutput(DOCS_TAG, full)
+        yield from _emit(self.router.advance([token, [], inputs]))
 
     def finish_bundle(self):
-        for tag, batches in self.out.items():
-            for batch in batches.flush():
-                yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(batch))
+        yield from super().finish_bundle()
+        for batch in self.docs.flush():
+            yield beam.pvalue.TaggedOutput(DOCS_TAG, GlobalWindows.windowed_value(batch))
 
 
-def _group_outcomes(records) -> Dict[bytes, List]:
-    """[token, size, keep] records -> {token: [(size, keep), ...]} (a multiset per token)."""
-    out: Dict[bytes, List] = {}
-    for token, size, keep in records:
-        out.setdefault(token, []).append((size, keep))
-    return out
+class _GroupDecideDoFn(_RoutingDoFn):
+    """(key shard, state batches) of group stage ``index`` -> per key, the state with the smallest priority
+    moves on (the first one on a tie, as ``exact._KeepOneDoFn``), the others end rejected; every member's
+    outcome is the group's size."""
+
+    def __init__(self, specs, shards: int, index: int):
+        super().__init__(specs, shards)
+        self.index = index
+
+    def process(self, element):
+        i, groups = self.index, {}
+        for state in packed.records_of(element[1]):
+            groups.setdefault(state[2][i][0], []).append(state)
+        router, why = self.router, self.router.duplicate[i]
+        for members in groups.values():
+            best_index, best_priority = 0, members[0][2][i][1]
+            for m, state in enumerate(members):
+                if state[2][i][1] < best_priority:
+                    best_index, best_priority = m, state[2][i][1]
+            size = len(members)
+            for m, state in enumerate(members):
+                state[1].append(size)
+                state[2][i] = None
+                yield from _emit(router.advance(state) if m == best_index else router.fate(state, i, why))
 
 
-def _minhash_outcomes(records) -> Dict[str, List]:
+def _decisions_of(batches) -> Dict[str, List]:
     """``_DecideDoFn`` records [member key, representative key, size, keep] -> {member key: [rep, size, keep]}."""
-    return {r[0]: r[1:] for r in records}
+    return {r[0]: r[1:] for r in packed.records_of(batches)}
 
 
-class _Inactive:
-    """What earlier stages rejected, for one node shard: tokens (counted: byte-identical records are
-    interchangeable) and MinHash nodes (a node's documents share their decision)."""
-
-    def __init__(self, kinds: Sequence[str], grouped):
-        self.tokens: Dict[bytes, int] = {}
-        self.nodes = set()
-        for i, kind in enumerate(kinds):
-            for record in packed.records_of(grouped[_outcome_tag(i)]):
-                if kind == "group":
-                    if not record[2]:
-                        self.tokens[record[0]] = self.tokens.get(record[0], 0) + 1
-                elif not record[3]:
-                    self.nodes.add(node_id(record[0]))
-
-    def take(self, token: bytes) -> bool:
-        """True when the document of ``token`` was rejected earlier (each rejection taken once)."""
-        if self.nodes and token[:NODE] in self.nodes:
-            return True
-        n = self.tokens.get(token)
-        if n:
-            self.tokens[token] = n - 1
-            return True
-        return False
+def _decide(carried, decisions, duplicate: str):
+    """A waiting MinHash state [token, outcomes, inputs, key] with its node's decision: (state with the
+    outcome [cluster, size], rejected?); a node without a decision is its own cluster of one."""
+    token, outcomes, inputs, key = carried
+    decision = decisions.get(key)
+    if decision is None:
+        outcomes.append([key, 1])
+        return [token, outcomes, inputs], False
+    outcomes.append([decision[0], decision[1]])
+    return [token, outcomes, inputs], not decision[2]
 
 
-class _GroupActiveDoFn(beam.DoFn):
-    """(node shard, {in<i>, out<j < i>}) -> [key, priority, token] batches by key shard, for the documents
-    no earlier stage rejected."""
+class _ContinueDoFn(_RoutingDoFn):
+    """(node shard, {carry, decisions}) of MinHash stage ``index`` (not the last) -> states move on or end."""
 
-    def __init__(self, index: int, kinds: Sequence[str]):
-        self.index, self.kinds = index, list(kinds)
-
-    def start_bundle(self):
-        self.out = packed.RecordBatches()
+    def __init__(self, specs, shards: int, index: int):
+        super().__init__(specs, shards)
+        self.index = index
 
     def process(self, element):
         grouped = element[1]
-        inactive = _Inactive(self.kinds, grouped)
-        for token, key, priority in packed.records_of(grouped[_input_tag(self.index)]):
-            if inactive.take(token):
-                continue
-            full = self.out.add(packed.key_shard(key, SHARDS), packed.pack_record([key, priority, token]))
-            if full:
-                yield full
-
-    def finish_bundle(self):
-        for batch in self.out.flush():
-            yield GlobalWindows.windowed_value(batch)
-
-
-class _GroupDecideDoFn(beam.DoFn):
-    """(key shard, [key, priority, token] batches) -> [token, group size, keep] batches by node shard: per
-    key the smallest priority is kept (the first one on a tie), as ``exact._KeepOneDoFn``."""
-
-    def __init__(self, shards: int):
-        self.shards = shards
-
-    def start_bundle(self):
-        self.out = packed.RecordBatches()
-
-    def process(self, element):
-        groups: Dict[str, List] = {}
-        for key, priority, token in packed.records_of(element[1]):
-            groups.setdefault(key, []).append((priority, token))
-        for members in groups.values():
-            best_index, best_priority = 0, members[0][0]
-            for i, (priority, _) in enumerate(members):
-                if priority < best_priority:
-                    best_index, best_priority = i, priority
-            size = len(members)
-            for i, (_, token) in enumerate(members):
-                full = self.out.add(packed.node_shard(token[:NODE], self.shards), packed.pack_record([token, size, i == best_index]))
-                if full:
-                    yield full
-
-    def finish_bundle(self):
-        for batch in self.out.flush():
-            yield GlobalWindows.windowed_value(batch)
-
-
-class _MinhashActiveDoFn(beam.DoFn):
-    """(node shard, {in<i>, out<j < i>}) -> for the documents no earlier stage rejected, as
-    ``banding.SignatureDoFn``: bucket entries (main, by band-hash shard), priorities (``info``, by node
-    shard) and, with ``verify``, shingle sets (``sets``)."""
-
-    def __init__(self, index: int, kinds: Sequence[str], stage: str, params):
-        self.index, self.kinds, self.stage, self.params = index, list(kinds), stage, params
-
-    def setup(self):
-        from pipeline.dedup.minhash.banding import BATCH_RECORDS
-
-        self.bands, self.shards = self.params.lsh().bands, self.params.shards
-        self.no_shingles = Metrics.counter(METRICS_NAMESPACE, f"{self.stage}|no_shingles")
-        self.batch_docs = max(1, BATCH_RECORDS // self.bands)
-
-    def start_bundle(self):
-        self.nodes, self.hashes = [], []
-        self.infos = packed.RecordBatches()
-
-    def _flush(self):
-        from pipeline.dedup.minhash import graph
-
-        if not self.nodes:
-            return
-        cols = graph.bucket_records(self.nodes, np.stack(self.hashes))
-        self.nodes, self.hashes = [], []
-        yield from packed.split_by_shard(packed.shard_of(cols[0], self.shards), cols)
-
-    def process(self, element):
-        from pipeline.dedup.minhash.banding import INFO_TAG, SETS_TAG
-
-        shard, grouped = element
-        inactive = _Inactive(self.kinds, grouped)
-        for token, priority, bands, shingles in packed.records_of(grouped[_input_tag(self.index)]):
-            if inactive.take(token):
-                continue
-            full = self.infos.add(shard, packed.pack_record(priority))
-            if full:
-                yield beam.pvalue.TaggedOutput(INFO_TAG, full)
-            if bands is None:
-                self.no_shingles.inc()
-                continue
-            node = token[:NODE]
-            self.nodes.append(node)
-            self.hashes.append(np.frombuffer(bands, dtype=_BANDS))
-            if len(self.nodes) >= self.batch_docs:
-                yield from self._flush()
-            if shingles is not None:
-                yield beam.pvalue.TaggedOutput(SETS_TAG, (node, shingles))
-
-    def finish_bundle(self):
-        from pipeline.dedup.minhash.banding import INFO_TAG
-
-        for batch in self._flush():
-            yield GlobalWindows.windowed_value(batch)
-        for batch in self.infos.flush():
-            yield beam.pvalue.TaggedOutput(INFO_TAG, GlobalWindows.windowed_value(batch))
+        decisions = _decisions_of(grouped[DECISIONS_TAG])
+        why = self.router.duplicate[self.index]
+        for carried in packed.records_of(grouped[CARRY_TAG]):
+            state, rejected = _decide(carried, decisions, why)
+            yield from _emit(self.router.fate(state, self.index, why) if rejected else self.router.advance(state))
 
 
 class _MinhashDecisions(beam.PTransform):
@@ -384,9 +414,9 @@ class _MinhashDecisions(beam.PTransform):
 
 
 class _ApplyDoFn(beam.DoFn):
-    """(node shard, {docs, errors, out<i>}) -> kept documents and rejected (document, reason): every
-    document walks the stages in order, takes each stage's outcome (columns, keep or reject) and stops at
-    the first rejection."""
+    """(node shard, {docs, fates[, carry, decisions of a last MinHash stage]}) -> kept documents and rejected
+    (document, reason): every document walks the stages in order, takes each stage's outcome (its columns)
+    and stops at the stage that rejected it."""
 
     def __init__(self, specs, counters: Optional[Callable] = None):
         self.names = [s.name for s in specs]
@@ -401,47 +431,43 @@ class _ApplyDoFn(beam.DoFn):
         self.duplicate = [reason(name, "duplicate") for name in self.names]
         self.counters = [self.counter_factory(name) for name in self.names] if self.counter_factory else None
 
-    def _count(self, i, doc, what, why=""):
-        if self.counters is not None:
-            self.counters[i].count(doc, what, why)
-
     def process(self, element):
         grouped = element[1]
-        errors = {r[0]: (r[1], r[2]) for r in packed.records_of(grouped[ERRORS_TAG])}
-        outcomes = [(_group_outcomes if kind == "group" else _minhash_outcomes)(packed.records_of(grouped[_outcome_tag(i)]))
-                    for i, kind in enumerate(self.kinds)]
+        fates: Dict[bytes, List] = {}
+        for token, outcomes, reject, why in packed.records_of(grouped[FATES_TAG]):
+            fates.setdefault(token, []).append((outcomes, reject, why))
+        if CARRY_TAG in grouped:  # the last stage is MinHash: its waiting states and decisions
+            last, decisions = len(self.kinds) - 1, _decisions_of(grouped[DECISIONS_TAG])
+            for carried in packed.records_of(grouped[CARRY_TAG]):
+                state, rejected = _decide(carried, decisions, self.duplicate[last])
+                fates.setdefault(state[0], []).append((state[1], last, self.duplicate[last]) if rejected else (state[1], None, None))
+        counters = self.counters
         for record in packed.raw_records_of(grouped[DOCS_TAG]):
             token = bytes(record[:TOKEN])
             doc = packed.unpack_record(record[TOKEN:])
-            error = errors.get(token)
-            why = None
+            outcomes, reject, why = fates[token].pop()
             for i, kind in enumerate(self.kinds):
-                self._count(i, doc, "in")
-                if error is not None and error[0] == i:
-                    why = error[1]
-                elif kind == "group":
-                    members = outcomes[i].get(token)
-                    if members:
-                        size, keep = members.pop()
-                        doc[self.columns[i]] = size
-                        if not keep:
-                            why = self.duplicate[i]
-                else:
-                    key = doc_key(doc)
-                    decision = outcomes[i].get(key)
-                    if decision is None:
-                        doc[self.cluster_column], doc[self.size_column] = key, 1
-                    else:
-                        doc[self.cluster_column], doc[self.size_column] = decision[0], decision[1]
-                        if not decision[2]:
-                            why = self.duplicate[i]
-                if why is not None:
-                    self._count(i, doc, "rejected", why)
+                if counters is not None:
+                    counters[i].count(doc, "in")
+                if i < len(outcomes):
+                    outcome = outcomes[i]
+                    if kind == "minhash":
+                        doc[self.cluster_column], doc[self.size_column] = outcome
+                    elif outcome is not None:
+                        doc[self.columns[i]] = outcome
+                if i == reject:
+                    if counters is not None:
+                        counters[i].count(doc, "rejected", why)
                     yield beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, why))
                     break
-                self._count(i, doc, "kept")
+                if counters is not None:
+                    counters[i].count(doc, "kept")
             else:
                 yield doc
+
+
+def _flatten(pcolls, label: str):
+    return pcolls[0] if len(pcolls) == 1 else tuple(pcolls) | label >> beam.Flatten()
 
 
 class FusedDedup(beam.PTransform):
@@ -456,26 +482,34 @@ class FusedDedup(beam.PTransform):
 
     def expand(self, docs):
         specs, shards = self.specs, _node_shards(self.stages)
-        tags = [DOCS_TAG, ERRORS_TAG] + [_input_tag(i) for i in range(len(specs))]
-        prepared = docs | "Prepare" >> beam.ParDo(_PrepareDoFn(specs, shards, self.counters)).with_outputs(REJECTED_TAG, *tags)
-        outcomes = []
-        for i, spec in enumerate(specs):
-            kinds = [s.kind for s in specs[:i]]
-            joined = ({_input_tag(i): prepared[_input_tag(i)], **{_outcome_tag(j): o for j, o in enumerate(outcomes)}}
-                      | f"{spec.name}:Join" >> beam.CoGroupByKey())
-            if spec.kind == "group":
-                outcome = (joined
-                           | f"{spec.name}:Active" >> beam.ParDo(_GroupActiveDoFn(i, kinds))
-                           | f"{spec.name}:Group" >> beam.GroupByKey()
-                           | f"{spec.name}:Decide" >> beam.ParDo(_GroupDecideDoFn(shards)))
-            else:
-                from pipeline.dedup.minhash.banding import INFO_TAG, SETS_TAG
+        upstream: Dict[str, List] = {}
 
-                active = joined | f"{spec.name}:Active" >> beam.ParDo(_MinhashActiveDoFn(i, kinds, spec.name, spec.params)).with_outputs(
-                    INFO_TAG, SETS_TAG, main="bands")
-                outcome = (active.bands, active[INFO_TAG], active[SETS_TAG]) | spec.name >> _MinhashDecisions(spec.name, spec.params)
-            outcomes.append(outcome)
-        final = {DOCS_TAG: prepared[DOCS_TAG], ERRORS_TAG: prepared[ERRORS_TAG], **{_outcome_tag(i): o for i, o in enumerate(outcomes)}}
+        def collect(result, start):
+            for tag in _outputs_from(specs, start):
+                upstream.setdefault(tag, []).append(result[tag])
+
+        prepared = docs | "Prepare" >> beam.ParDo(_PrepareDoFn(specs, shards, self.counters)).with_outputs(
+            REJECTED_TAG, DOCS_TAG, *_outputs_from(specs, 0))
+        collect(prepared, 0)
+        final = {DOCS_TAG: prepared[DOCS_TAG]}
+        for i, spec in enumerate(specs):
+            name = spec.name
+            if spec.kind == "group":
+                decided = (_flatten(upstream[_tag("group", i)], f"{name}:Gather")
+                           | f"{name}:Group" >> beam.GroupByKey()
+                           | f"{name}:Decide" >> beam.ParDo(_GroupDecideDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
+                collect(decided, i + 1)
+                continue
+            gathered = [_flatten(upstream[_tag(what, i)], f"{name}:Gather[{what}]") for what in ("bands", "info", "sets", CARRY_TAG)]
+            decisions = tuple(gathered[:3]) | name >> _MinhashDecisions(name, spec.params)
+            if i == len(specs) - 1:
+                final[CARRY_TAG], final[DECISIONS_TAG] = gathered[3], decisions
+            else:
+                continued = ({CARRY_TAG: gathered[3], DECISIONS_TAG: decisions}
+                             | f"{name}:Join" >> beam.CoGroupByKey()
+                             | f"{name}:Continue" >> beam.ParDo(_ContinueDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
+                collect(continued, i + 1)
+        final[FATES_TAG] = _flatten(upstream[FATES_TAG], "GatherFates")
         applied = (final
                    | "JoinDocuments" >> beam.CoGroupByKey()
                    | "Apply" >> beam.ParDo(_ApplyDoFn(specs, self.counters)).with_outputs(REJECTED_TAG, main="kept"))
