@@ -30,10 +30,13 @@ proportional to the page's size, so a Python walk is quadratic).
    can therefore never empty a page.
 4. **Blocks** (on the text serialised with link markup, ``minimal_html``): a block is a line, or all
    lines of one top-level list item. A block made mostly of link text (``LINK_SHARE``) with fewer
-   than ``LINK_LINE_MAX_WORDS`` words is dropped (menus, "related" lists, teaser lists, tag clouds),
-   and so is a short block that is only a stock boilerplate phrase ("Advertisement", "Continue
-   reading", "Related articles", "Share", "Tags:", ...), only a date, or a copyright or cookie
-   notice. List items start with a bullet (``\u2022``), ordered or not, as trafilatura's ``-``.
+   than ``LINK_LINE_MAX_WORDS`` words is dropped (menus, "related" lists, tag clouds; table rows,
+   tab-separated, are data and exempt), a whole list goes when ``LIST_LINK_SHARE`` of its text is
+   links and its items average fewer than ``LIST_ITEM_MAX_WORDS`` words (teaser lists: a linked
+   headline and a one-line dek per item), and so is a short block that is only a stock boilerplate phrase ("Advertisement", "Continue
+   reading", "Related articles", "Share", "Tags:", ...), only a date, a copyright or cookie
+   notice, or a call to action ("Subscribe to our newsletter", "Follow us on ..."). List items
+   start with a bullet (``\u2022``), ordered or not, as trafilatura's ``-``.
 
 There is no cascade: every page is extracted here (no trafilatura fallback; the ``extractor`` column
 says ``webrefinery``). On the article benchmark it reaches trafilatura-class precision at about a
@@ -122,6 +125,12 @@ NOTICE_LINE = re.compile(
     re.IGNORECASE,
 )
 NOTICE_LINE_MAX_WORDS = 40
+# Calls to action: subscribe / sign up / follow us / newsletter / get the app, on a short line.
+CTA_LINE = re.compile(
+    r"\b(?:sign up|subscribe|subscribing|follow (?:us|him|her|them)|newsletters?|download (?:our|the) app)\b",
+    re.IGNORECASE,
+)
+CTA_LINE_MAX_WORDS = 25
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 DATE_LINE = re.compile(
     r"^\W*(?:(?:updated|published|posted)(?: on| at)?:?\s*)?(?:[a-z]+day,?\s*)?"
@@ -172,6 +181,8 @@ def _keep_block(text: str, link_chars: int) -> bool:
             return False
         if DATE_LINE.match(text):
             return False
+    if n_words <= CTA_LINE_MAX_WORDS and CTA_LINE.search(text):
+        return False
     low = text.lower()
     if ("\u00a9" in text or "(c)" in low or "copyright" in low or "rights reserved" in low or "cookies" in low) \
             and NOTICE_LINE.search(text):
