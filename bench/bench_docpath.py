@@ -12,7 +12,8 @@ With ``--base COMMIT`` (default ``HEAD``; ``--base none`` to skip) the same meas
 process on a ``git worktree`` of that commit (its ``pipeline`` package ahead of the editable install) and the
 table shows both columns and the ratio base / this tree. Both must produce the same documents, decisions and
 shard bytes: a digest of every shard written and of every (document, reason) is compared and printed. Then
-the whole ``refinery run`` (Beam, in-process) for each tree, pinned to one core (``--core``), medians of
+the whole ``refinery run`` (Beam, in-process) for each tree, and for this tree with the fused DoFn's stage
+batches of 1 document (document-major, as before batching), pinned to one core (``--core``), medians of
 ``--rounds`` of wall and CPU time (``os.wait4``), and whether the shards are byte-identical (``--no-runs``
 skips it).
 
@@ -178,8 +179,9 @@ def langid_breakdown(stages, texts, rounds: int) -> dict:
 
 
 def whole_runs(trees: dict, rounds: int, core: int) -> dict:
-    """Median wall and CPU (os.wait4, pinned to ``core``) of ``refinery run rw_filtered`` (resiliparse) per tree,
-    rounds interleaved; and whether every tree wrote the same shard bytes."""
+    """Median wall and CPU (os.wait4, pinned to ``core``) of ``refinery run rw_filtered`` (resiliparse) per
+    (tree, stage batch size or None for the tree's own), rounds interleaved; and whether all wrote the same
+    shard bytes."""
     from bench.bench_datatrove import median, run_pinned
 
     inputs = [str(p) for p in _inputs()]
@@ -187,11 +189,14 @@ def whole_runs(trees: dict, rounds: int, core: int) -> dict:
     hashes: dict = {}
     with tempfile.TemporaryDirectory(prefix="docpath-runs-") as tmp:
         for rnd in range(rounds):
-            for name, tree in trees.items():
-                d = Path(tmp) / f"{len(hashes)}-{rnd}"
+            for name, (tree, batch) in trees.items():
+                d = Path(tmp) / f"{name.replace(' ', '_')}-{rnd}"
                 env = dict(os.environ, PYTHONPATH=str(tree))
-                cmd = [sys.executable, "-m", "pipeline.cli", "run", "rw_filtered", "--input", *inputs, "--output", str(d),
-                       "--set", "extract.extractor=resiliparse", "--force"]
+                args = ["run", "rw_filtered", "--input", *inputs, "--output", str(d),
+                        "--set", "extract.extractor=resiliparse", "--force"]
+                cmd = [sys.executable, "-m", "pipeline.cli", *args] if batch is None else [
+                    sys.executable, "-c", "import sys, pipeline.beam as b; from pipeline.cli import main; "
+                    f"b.STAGE_BATCH_DOCS = {int(batch)}; sys.exit(main({args!r}))"]
                 r = run_pinned(cmd, core, env, Path(tmp) / "log.txt", cwd=tree)
                 out[name].append(r)
                 h = hashlib.sha256()
@@ -234,8 +239,10 @@ def main(argv=None) -> int:
         results["this tree"] = _measure_tree(REPO, args.rounds)
         names = list(results)
         if not args.no_runs:
-            runs, same = whole_runs({n: (worktree if n.startswith("base") else REPO) for n in names}, args.rounds,
-                                    args.core)
+            trees = {n: (worktree if n.startswith("base") else REPO, None) for n in names}
+            # the same invocation (pipeline.beam imported first, to set the batch size) for both batch sizes
+            trees = {"batches of 1 (document-major)": (REPO, 1), "batches of 64": (REPO, 64), **trees}
+            runs, same = whole_runs(trees, args.rounds, args.core)
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True)
@@ -244,12 +251,14 @@ def main(argv=None) -> int:
     if runs:
         print(f"\n## the whole run: refinery run rw_filtered --set extract.extractor=resiliparse, pinned to core "
               f"{args.core}, medians of {args.rounds}\n")
-        print("| | " + " | ".join(names) + (" | base / this |" if len(names) > 1 else " |"))
-        print("|---|" + "---|" * len(names) + ("---|" if len(names) > 1 else ""))
+        cols = list(runs)
+        pairs = [(cols[0], cols[1])] + ([(cols[2], cols[3])] if len(cols) > 3 else [])
+        print("| | " + " | ".join(cols) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
+        print("|---|" + "---|" * (len(cols) + len(pairs)))
         for key in ("wall", "cpu"):
-            ratio = f" {runs[names[0]][key] / runs[names[-1]][key]:.2f}x |" if len(names) > 1 else ""
-            print(f"| {key} s | " + " | ".join(f"{runs[n][key]:.2f}" for n in names) + " |" + ratio)
-        print(f"\nshards of the whole runs: {'byte-identical' if same else 'DIFFERENT'} across {', '.join(names)}")
+            ratios = [f"{runs[a][key] / runs[b][key]:.2f}x" for a, b in pairs]
+            print(f"| {key} s | " + " | ".join(f"{runs[c][key]:.2f}" for c in cols) + " | " + " | ".join(ratios) + " |")
+        print(f"\nshards of the whole runs: {'byte-identical' if same else 'DIFFERENT'} across {', '.join(cols)}")
     print(f"\n## rw_filtered document path (resiliparse), {first['records']} records, {first['kept']} kept: "
           f"CPU ms per record, best of {args.rounds}\n")
     print("| piece | " + " | ".join(names) + (" | base / this |" if len(names) > 1 else " |"))
