@@ -29,8 +29,8 @@ Extractors (parameter ``extractor``):
   footer, header, h1, figures, forms, and share/social/related/comment/newsletter/sidebar/cookie/
   byline/... class names) skipped in C with a safety net against wrappers, then link-dominated short
   blocks and stock boilerplate lines dropped. No trafilatura fallback (the ``extractor`` column says
-  ``webrefinery``). On the 181-page benchmark F1 0.960 with precision 0.953 (trafilatura 0.962 /
-  0.960, resiliparse 0.929 / 0.887) at about 5x trafilatura's pages per CPU-second; numbers and
+  ``webrefinery``). On the 181-page benchmark F1 0.963 with precision 0.957 (trafilatura 0.962 /
+  0.960, resiliparse 0.929 / 0.887) at about 6x trafilatura's pages per CPU-second; numbers and
   the dev/test halves in the README.
 
 Post-processing (all extractors): URLs removed from the text (``remove_urls``), trailing spaces
