@@ -493,6 +493,9 @@ def main() -> None:
     ap.add_argument("--design", default="fused", choices=["fused", "chained", "both"],
                     help="fused: exact, URL and MinHash dedup as one transform, documents shuffled once (what refinery "
                          "run builds); chained: each stage its own transform (the design before); both: one after the other")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --baseline: run the loop and the Beam design(s) this many times, alternating, and print "
+                         "each round's CPU ratios and their medians (a loaded machine's CPU times vary by tens of percent)")
     ap.add_argument("--baseline", action="store_true",
                     help="also run the same three stages as a plain single-process loop (plain_dedup) on the same "
                          "corpus, compare time and memory, and check that both keep the same documents")
@@ -508,14 +511,19 @@ def main() -> None:
 
         minhash_params = MinhashDedupParams(preset=args.preset, max_rounds=args.max_rounds)
         stages = [ExactDedupStage(ExactDedupParams()), UrlDedupStage(UrlDedupParams()), MinhashDedupStage(minhash_params)]
-        loop = run_baseline(path, tmp, minhash_params) if args.baseline else None
         if args.substring:
             stages.append(SubstringDedupStage(SubstringDedupParams()))
         beam_args = []
         if args.workers > 1:
             beam_args = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
         designs = ["chained", "fused"] if args.design == "both" else [args.design]
-        runs = {d: run_beam(path, tmp, stages, d, beam_args) for d in designs}
+        rounds = []  # per round: {"loop": cpu, design: cpu}
+        for _ in range(max(1, args.rounds) if args.baseline else 1):
+            loop = run_baseline(path, tmp, minhash_params) if args.baseline else None
+            runs = {d: run_beam(path, tmp, stages, d, beam_args) for d in designs}
+            rounds.append({"loop": loop["cpu"] if loop else None, **{d: r["cpu"] for d, r in runs.items()},
+                           **{f"{d}:mem": r["self_hwm"] - r["base_rss"] for d, r in runs.items()},
+                           "loop:mem": loop["peak_mib"] - loop["base_mib"] if loop and loop["peak_mib"] else None})
         for run in runs.values():
             run["kept"], run["reasons"], run["rejected"] = read_outputs(run["out"])
         if loop is not None:
@@ -528,6 +536,14 @@ def main() -> None:
                 fh.writelines(f"{t:.2f},{m:.0f}\n" for t, m in run["trace"])
         print(f"--- design: {design}")
         same = report_run(args, stages, origins, run, loop) and same
+    if len(rounds) > 1:
+        print(f"--- {len(rounds)} rounds (loop, then each design, alternating); Beam / loop CPU per round and median:")
+        for d in designs:
+            ratios = sorted(r[d] / r["loop"] for r in rounds)
+            mem = sorted(r[f"{d}:mem"] / r["loop:mem"] for r in rounds if r["loop:mem"])
+            print(f"{d}: CPU " + ", ".join(f"{r[d]:.1f}/{r['loop']:.1f}s" for r in rounds)
+                  + f" -> median {ratios[len(ratios) // 2]:.2f}x; memory growth median "
+                  + (f"{mem[len(mem) // 2]:.2f}x" if mem else "n/a"))
     if len(runs) == 2:
         chained, fused = runs["chained"], runs["fused"]
         agree = sorted(chained["kept"]) == sorted(fused["kept"]) and chained["rejected"] == fused["rejected"]

@@ -7,7 +7,7 @@ stage's decision needs (group key and priority; MinHash priority and band hashes
 itself once, by its node shard (``packed.node_shard(node_id(doc_key))``), to the last join, and lets a
 small *state* record travel from decision to decision instead:
 
-    docs -> Prepare -> documents (node shard, [token + document] batches) --------------------------.
+    docs -> Prepare -> documents (node shard, zstd [token + document] batches) ---------------------.
                     -> state -> the first stage that needs a shuffle                                 |
     group stage i:   states (key shard) -> GroupByKey -> Decide: the kept member's state goes on,    |
                      the others end (fate: rejected here)                                           |
@@ -65,6 +65,7 @@ DECISIONS_TAG = "decisions"
 NODE = 16  # bytes of a node id
 TOKEN = NODE + 4  # node id + CRC-32 of the packed record
 _BANDS = np.dtype("<u8")
+DOC_BATCH_BYTES = 1 << 18  # a shard's document batch is compressed and emitted once it holds this many bytes
 
 
 def _tag(what: str, i: int) -> str:
@@ -283,7 +284,7 @@ class _PrepareDoFn(_RoutingDoFn):
 
     def start_bundle(self):
         super().start_bundle()
-        self.docs = packed.RecordBatches()
+        self.docs = packed.RecordBatches(DOC_BATCH_BYTES)
 
     def _reject_first(self, doc, exc):
         why = error_reason(self.specs[0].name, exc)
@@ -312,13 +313,13 @@ class _PrepareDoFn(_RoutingDoFn):
         token = node + zlib.crc32(blob).to_bytes(4, "big")
         full = self.docs.add(packed.node_shard(node, self.shards), token + blob)
         if full:
-            yield beam.pvalue.TaggedOutput(DOCS_TAG, full)
+            yield beam.pvalue.TaggedOutput(DOCS_TAG, (full[0], packed.compress_batch(full[1])))
         yield from _emit(self.router.advance([token, [], inputs]))
 
     def finish_bundle(self):
         yield from super().finish_bundle()
-        for batch in self.docs.flush():
-            yield beam.pvalue.TaggedOutput(DOCS_TAG, GlobalWindows.windowed_value(batch))
+        for shard, batch in self.docs.flush():
+            yield beam.pvalue.TaggedOutput(DOCS_TAG, GlobalWindows.windowed_value((shard, packed.compress_batch(batch))))
 
 
 class _GroupDecideDoFn(_RoutingDoFn):
@@ -442,7 +443,7 @@ class _ApplyDoFn(beam.DoFn):
                 state, rejected = _decide(carried, decisions, self.duplicate[last])
                 fates.setdefault(state[0], []).append((state[1], last, self.duplicate[last]) if rejected else (state[1], None, None))
         counters = self.counters
-        for record in packed.raw_records_of(grouped[DOCS_TAG]):
+        for record in packed.raw_records_of(packed.decompress_batch(b) for b in grouped[DOCS_TAG]):
             token = bytes(record[:TOKEN])
             doc = packed.unpack_record(record[TOKEN:])
             outcomes, reject, why = fates[token].pop()

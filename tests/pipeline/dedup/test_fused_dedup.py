@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 
 from bench import bench_dedup
 from pipeline.beam import plan_steps
-from pipeline.dedup import packed
+from pipeline.dedup import fused, packed
 from pipeline.dedup.fused import FusedDedup
 from pipeline.dedup.keys import METRICS_NAMESPACE
 from pipeline.dedup.local import run_dedup
@@ -92,14 +92,14 @@ def test_fused_dedup_decides_as_the_chained_stages_in_every_order(corpus, order)
     minhash = MinhashDedupParams(preset="fineweb", shards=5)
     chained = _sorted(*run_dedup(bench_dedup.Dedup(_stages(order, minhash)), copy.deepcopy(corpus))[:2])
     kept, rejected, metrics = run_dedup(FusedDedup(_stages(order, minhash), counters=_Counts), copy.deepcopy(corpus))
-    fused = _sorted(kept, rejected)
+    got = _sorted(kept, rejected)
     reasons = Counter(why for _, why in chained[1])
     assert reasons["exact_dedup:duplicate"] >= 1 and reasons["url_dedup:duplicate"] >= 1
     assert reasons["minhash_dedup:duplicate"] >= 1 and reasons[order[0] + ":duplicate"] >= 10
     assert sum(c for why, c in reasons.items() if why.endswith(":duplicate")) >= 80
     assert sum(c for why, c in reasons.items() if ":error:" in why) == 2  # each order has its dead letters
-    assert fused[0] == chained[0]  # kept documents, with every column the stages write
-    assert fused[1] == chained[1]  # (document, reason) of every rejection
+    assert got[0] == chained[0]  # kept documents, with every column the stages write
+    assert got[1] == chained[1]  # (document, reason) of every rejection
     funnel = {k: v for k, v in metrics.items() if k.startswith("funnel|")}
     assert funnel == _expected_funnel(order, len(corpus), chained[1])
 
@@ -123,6 +123,7 @@ def test_batch_sizes_never_change_what_fused_dedup_keeps(corpus, monkeypatch):
     whole = _sorted(*run_dedup(FusedDedup(_stages(order, minhash)), copy.deepcopy(corpus))[:2])
     monkeypatch.setattr(packed, "RECORD_BATCH_BYTES", 1)  # every record its own batch
     monkeypatch.setattr(packed, "COLUMN_BATCH_RECORDS", 1)
+    monkeypatch.setattr(fused, "DOC_BATCH_BYTES", 1)
     assert _sorted(*run_dedup(FusedDedup(_stages(order, minhash)), copy.deepcopy(corpus))[:2]) == whole
 
 
