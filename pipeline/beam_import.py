@@ -285,7 +285,7 @@ def cached_view_as(original: Callable[[Any, type], Any], cacheable: Sequence[typ
         logging.basicConfig()  # what cls.__init__ does first
         view = cls.__new__(cls)
         view._flags = flags
-        view._visible_options = copy.deepcopy(parsed)  # values (lists) are never shared between option objects
+        view._visible_options = _copy_parse(parsed)  # values (lists) are never shared between option objects
         for name in view._visible_option_list():
             if name not in self._all_options:
                 self._all_options[name] = getattr(view._visible_options, name)
@@ -294,6 +294,18 @@ def cached_view_as(original: Callable[[Any, type], Any], cacheable: Sequence[typ
 
     view_as.__wrapped_beam__ = original  # type: ignore[attr-defined]
     return view_as
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _copy_parse(parsed):
+    """A copy of an argparse namespace: its own copy of every value that could be changed in place."""
+    copied = copy.copy(parsed)
+    for name, value in list(vars(copied).items()):
+        if not isinstance(value, _IMMUTABLE):
+            setattr(copied, name, copy.deepcopy(value))
+    return copied
 
 
 def _cache_option_views() -> None:
