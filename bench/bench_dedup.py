@@ -52,9 +52,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import apache_beam as beam  # noqa: E402
 import numpy as np  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
+from pipeline import runtime  # noqa: E402
 from pipeline.dedup.exact import TextKey, UrlKey  # noqa: E402
 from pipeline.dedup.local import dedup_metrics  # noqa: E402
 from pipeline.dedup.keys import node_id, priority_of  # noqa: E402
@@ -442,7 +441,7 @@ class Dedup(beam.PTransform):
 def _beam_child(path: str, out: str, stages, fused: bool, beam_args, result_path: str) -> None:
     """The Beam pipeline on the corpus file (read + json.loads, dedup, write kept ids and reasons) in this
     (forked) process: timings, memory and metrics of the run to ``result_path``."""
-    p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(beam_args))
+    p = runtime.new_pipeline(beam_args)  # the runner (and graph set-up) of refinery run: in-process FnApiRunner
     docs = p | "Read" >> beam.io.ReadFromText(path) | "Parse" >> beam.Map(json.loads)
     kept, rejected = docs | Dedup(stages, fused=fused)
     kept | "KeptIds" >> beam.Map(lambda d: d["id"]) | "WriteKept" >> beam.io.WriteToText(os.path.join(out, "kept"))

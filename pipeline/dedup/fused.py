@@ -11,10 +11,10 @@ small *state* record travel from decision to decision instead:
                     -> state -> the first stage that needs a shuffle                                 |
     group stage i:   states (key shard) -> GroupByKey -> Decide: the kept member's state goes on,    |
                      the others end (fate: rejected here)                                           |
-    MinHash stage i: bucket entries, priorities -> the stage's own graph (candidate edges, connected |
-                     components, ``_ToRootDoFn``, ``_DecideDoFn``) -> decisions (node shard);       |
-                     states wait (node shard) and join the decisions (Continue), or, when it is the |
-                     last stage, go with them to the last join                                      |
+    MinHash stage i: bucket entries -> the stage's own graph (candidate edges, connected components,  |
+                     ``_ToRootDoFn`` on the waiting states' priorities, ``_DecideDoFn``) ->         |
+                     decisions (node shard); the states wait (node shard) and join the decisions    |
+                     (Continue), or, when it is the last stage, go with them to the last join       |
     {documents, fates, [last MinHash states and decisions]} -> CoGroupByKey(node shard) -> Apply <--'
 
 A state is ``[token, outcomes, inputs]``: what the stages so far decided (a group size or None; a MinHash
@@ -53,6 +53,8 @@ from apache_beam.transforms.window import GlobalWindows
 from pipeline.dedup import packed
 from pipeline.dedup.exact import TextKey, UrlKey
 from pipeline.dedup.keys import METRICS_NAMESPACE, SHARDS, node_id, priority_of
+from pipeline.dedup.minhash.graph import EDGE_COLUMNS
+from pipeline.dedup.minhash.transform import _ToRootDoFn
 from pipeline.dedup.stages import FUSABLE, fusable
 from pipeline.document import doc_key, text_of
 from pipeline.stages.base import error_reason, reason
@@ -144,7 +146,7 @@ def _outputs_from(specs, start: int) -> List[str]:
     """The tags a DoFn that moves states on from stage ``start`` writes to."""
     tags = [FATES_TAG]
     for i in range(start, len(specs)):
-        tags += [_tag("group", i)] if specs[i].kind == "group" else [_tag("bands", i), _tag("info", i), _tag("sets", i), _tag(CARRY_TAG, i)]
+        tags += [_tag("group", i)] if specs[i].kind == "group" else [_tag("bands", i), _tag("sets", i), _tag(CARRY_TAG, i)]
     return tags
 
 
@@ -217,7 +219,6 @@ class _Router:
             priority, bands, shingles = value
             node = token[:NODE]
             shard = packed.node_shard(node, self.minhash_shards[i])  # where the stage's labels and decisions are
-            yield from self._add(_tag("info", i), shard, priority)
             if bands is None:
                 self.no_shingles[i].inc()
             else:
@@ -228,7 +229,7 @@ class _Router:
                 if shingles is not None:
                     yield _tag("sets", i), (node, shingles)
             inputs[i] = None
-            yield from self._add(_tag(CARRY_TAG, i), shard, [token, outcomes, inputs, priority[-1]])
+            yield from self._add(_tag(CARRY_TAG, i), shard, [token, outcomes, inputs, priority])
             return
         yield from self.fate(state)
 
@@ -354,9 +355,10 @@ def _decisions_of(batches) -> Dict[str, List]:
 
 
 def _decide(carried, decisions, duplicate: str):
-    """A waiting MinHash state [token, outcomes, inputs, key] with its node's decision: (state with the
+    """A waiting MinHash state [token, outcomes, inputs, priority] with its node's decision: (state with the
     outcome [cluster, size], rejected?); a node without a decision is its own cluster of one."""
-    token, outcomes, inputs, key = carried
+    token, outcomes, inputs, priority = carried
+    key = priority[-1]  # priority_of ends with the doc_key
     decision = decisions.get(key)
     if decision is None:
         outcomes.append([key, 1])
@@ -381,9 +383,26 @@ class _ContinueDoFn(_RoutingDoFn):
             yield from _emit(self.router.fate(state, self.index, why) if rejected else self.router.advance(state))
 
 
+class _WaitingToRootDoFn(_ToRootDoFn):
+    """``_ToRootDoFn`` on the waiting states (their last item is the priority) instead of priority records."""
+
+    def process(self, element):
+        _, grouped = element
+        nodes_hi, nodes_lo, roots_hi, roots_lo = packed.unpack_columns(list(grouped["labels"]), EDGE_COLUMNS)
+        root_of = dict(zip(packed.columns_to_nodes(nodes_hi, nodes_lo), packed.columns_to_nodes(roots_hi, roots_lo)))
+        if not root_of:
+            return
+        for waiting in packed.records_of(grouped["info"]):
+            root = root_of.get(waiting[0][:NODE])
+            if root is not None:
+                full = self.emit(root, [root.hex(), waiting[3]])
+                if full:
+                    yield full
+
+
 class _MinhashDecisions(beam.PTransform):
-    """(bucket entries, priorities, shingle sets) of the active documents -> ``_DecideDoFn`` decisions by node shard
-    (the MinHash stage's graph from the candidate edges on, as ``minhash.transform.MinhashDedup``)."""
+    """(bucket entries, waiting states, shingle sets) of the active documents -> ``_DecideDoFn`` decisions by
+    node shard (the MinHash stage's graph from the candidate edges on, as ``minhash.transform.MinhashDedup``)."""
 
     def __init__(self, stage: str, params):
         super().__init__()
@@ -392,7 +411,7 @@ class _MinhashDecisions(beam.PTransform):
     def expand(self, pcolls):
         from pipeline.dedup.minhash.banding import CandidateEdges, VerifyEdges
         from pipeline.dedup.minhash.components import PackedConnectedComponents, pack_edges, unpack_pairs
-        from pipeline.dedup.minhash.transform import _VERIFIED_BATCH, _DecideDoFn, _ToRootDoFn
+        from pipeline.dedup.minhash.transform import _VERIFIED_BATCH, _DecideDoFn
 
         p = self.params
         bands, info, sets = pcolls
@@ -408,7 +427,7 @@ class _MinhashDecisions(beam.PTransform):
         return (
             {"labels": labels, "info": info}
             | "JoinLabels" >> beam.CoGroupByKey()
-            | "ToRoot" >> beam.ParDo(_ToRootDoFn(p.shards))
+            | "ToRoot" >> beam.ParDo(_WaitingToRootDoFn(p.shards))
             | "GroupClusters" >> beam.GroupByKey()
             | "Decide" >> beam.ParDo(_DecideDoFn(p.shards))
         )
@@ -501,12 +520,12 @@ class FusedDedup(beam.PTransform):
                            | f"{name}:Decide" >> beam.ParDo(_GroupDecideDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
                 collect(decided, i + 1)
                 continue
-            gathered = [_flatten(upstream[_tag(what, i)], f"{name}:Gather[{what}]") for what in ("bands", "info", "sets", CARRY_TAG)]
-            decisions = tuple(gathered[:3]) | name >> _MinhashDecisions(name, spec.params)
+            bands, sets, waiting = [_flatten(upstream[_tag(what, i)], f"{name}:Gather[{what}]") for what in ("bands", "sets", CARRY_TAG)]
+            decisions = (bands, waiting, sets) | name >> _MinhashDecisions(name, spec.params)
             if i == len(specs) - 1:
-                final[CARRY_TAG], final[DECISIONS_TAG] = gathered[3], decisions
+                final[CARRY_TAG], final[DECISIONS_TAG] = waiting, decisions
             else:
-                continued = ({CARRY_TAG: gathered[3], DECISIONS_TAG: decisions}
+                continued = ({CARRY_TAG: waiting, DECISIONS_TAG: decisions}
                              | f"{name}:Join" >> beam.CoGroupByKey()
                              | f"{name}:Continue" >> beam.ParDo(_ContinueDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
                 collect(continued, i + 1)
