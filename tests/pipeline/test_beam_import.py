@@ -129,10 +129,6 @@ _FLAGS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--experiments=a", "
 _VIEWED = (po.StandardOptions, po.TypeOptions, po.DirectOptions, po.DebugOptions, po.SetupOptions)
 
 
-def _view(original_options, cls):
-    return {k: getattr(original_options.view_as(cls), k) for k in original_options.view_as(cls)._visible_option_list()}
-
-
 def test_cached_views_equal_beams_and_share_nothing_between_options():
     original = getattr(po.PipelineOptions.view_as, "__wrapped_beam__", po.PipelineOptions.view_as)
     cached = cached_view_as(original, _VIEWED, po.PipelineOptions.__init__)
