@@ -117,6 +117,14 @@ def test_fused_dedup_with_verification_and_keep_rules(corpus, minhash, exact_kee
         assert metrics.get("minhash_dedup|false_positive_edges", 0) > 0
 
 
+def test_fused_dedup_on_two_worker_processes_decides_as_the_chain(corpus):
+    order = ["exact_dedup", "url_dedup", "minhash_dedup"]
+    minhash = MinhashDedupParams(preset="fineweb")
+    chained = _sorted(*run_dedup(bench_dedup.Dedup(_stages(order, minhash)), copy.deepcopy(corpus))[:2])
+    workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]  # pickled DoFns, two processes
+    assert _sorted(*run_dedup(FusedDedup(_stages(order, minhash)), copy.deepcopy(corpus), workers)[:2]) == chained
+
+
 def test_batch_sizes_never_change_what_fused_dedup_keeps(corpus, monkeypatch):
     order = ["url_dedup", "minhash_dedup", "exact_dedup"]
     minhash = MinhashDedupParams(preset="fineweb", shards=4)
