@@ -27,6 +27,14 @@ readers, so reader changes do not move these numbers).
     .venv/bin/python bench/bench_extract.py --limit 200
     .venv/bin/python bench/bench_extract.py --limit 2000 --no-beam
     .venv/bin/python bench/bench_extract.py --limit 400 --no-beam   # + article benchmark + agreement
+
+``--webrefinery-baseline REV`` adds the row ``webrefinery@REV``: ``extract_webrefinery.py`` as committed at
+git revision REV (loaded from ``git show``, run on today's depth-guarded DOM, as that revision's stage
+did), timed interleaved with today's in the same rounds, and its texts compared page by page with
+today's (a speed-up must not change a byte):
+
+    .venv/bin/python bench/bench_extract.py --limit 400 --no-beam --agreement-pages -1 \
+        --extractors trafilatura resiliparse webrefinery --webrefinery-baseline 6997618
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import argparse
 import collections
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -209,6 +218,35 @@ def stage_params(extractor: str) -> dict:
     return {"extractor": "trafilatura", "fast": True} if extractor == "trafilatura-fast" else {"extractor": extractor}
 
 
+def register_webrefinery_baseline(rev: str) -> str:
+    """Register ``extract_webrefinery.py`` as committed at git revision ``rev`` as the extractor
+    ``webrefinery@rev`` (the module needs nothing of the project, so its source is run as a module
+    of its own) and return that name. It runs on the depth-guarded DOM of ``parse_with_depth_guard``
+    without the root pre-query, as the stage did before it had one."""
+    import types
+
+    from pipeline.stages import extract as ex
+
+    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:pipeline/stages/extract_webrefinery.py"],
+                         capture_output=True, text=True, check=True).stdout
+    module = types.ModuleType(f"extract_webrefinery_at_{rev}")
+    exec(compile(src, f"{rev}:pipeline/stages/extract_webrefinery.py", "exec"), module.__dict__)
+    name = f"webrefinery@{rev}"
+
+    def extract(html: str, params) -> str:
+        return module.extract_main_text(ex.parse_with_depth_guard(html, params))
+
+    ex.EXTRACTORS[name] = extract
+    return name
+
+
+def report_identical(name: str, base: str, texts: Dict[str, str], base_texts: Dict[str, str], what: str) -> None:
+    """Print whether two extractors' texts agree on every page (a speed-up must change nothing)."""
+    differ = sorted(k for k in set(texts) | set(base_texts) if texts.get(k) != base_texts.get(k))
+    print(f"{name} vs {base} on {what}: {len(texts)} pages, output identical: {not differ}"
+          + (f" ({len(differ)} differ, e.g. {differ[:3]})" if differ else ""))
+
+
 def article_benchmark(extractors: List[str], rounds: int) -> None:
     """Quality on both halves and extraction speed on the article benchmark (see the docstring)."""
     from bench.article_benchmark import HALVES, extract_all, load_pages, mean_prf
@@ -237,6 +275,11 @@ def article_benchmark(extractors: List[str], rounds: int) -> None:
         print(f"{name:16s} " + "  ".join(cols) + f"  {len(pages) / best[name]:12.1f} {mb / best[name]:6.2f} {ratio}")
     if "webrefinery" in extractors:
         print("webrefinery fallback share: 0% (no cascade: every page is extracted by webrefinery itself)")
+    for base in (e for e in extractors if e.startswith("webrefinery@")):
+        if "webrefinery" in best:
+            print(f"webrefinery vs {base}: {best[base] / best['webrefinery']:.2f}x less CPU "
+                  f"({best['webrefinery']:.3f} s vs {best[base]:.3f} s)")
+            report_identical("webrefinery", base, texts["webrefinery"], texts[base], "the article benchmark")
 
 
 def agreement_with_trafilatura(extractors: List[str], per_archive: int) -> None:
@@ -294,12 +337,16 @@ def main(argv=None) -> int:
     ap.add_argument("--warcs", nargs="*", default=DEFAULT_WARCS, help="WARC names under the shared warc/ folder")
     ap.add_argument("--extractors", nargs="*", default=["trafilatura", "resiliparse", "webrefinery"],
                     choices=ALL_EXTRACTORS)
+    ap.add_argument("--webrefinery-baseline", metavar="REV",
+                    help="also run extract_webrefinery.py as committed at git revision REV (row webrefinery@REV)")
     ap.add_argument("--no-beam", action="store_true", help="skip the Beam overhead measurement")
     ap.add_argument("--article-rounds", type=int, default=3,
                     help="rounds over the article benchmark (fastest counts; 0 = skip it)")
     ap.add_argument("--agreement-pages", type=int, default=100,
                     help="HTML pages per shared WARC for the agreement with trafilatura (0 = all; -1 = skip it)")
     args = ap.parse_args(argv)
+    if args.webrefinery_baseline:
+        args.extractors.append(register_webrefinery_baseline(args.webrefinery_baseline))
 
     docs, nbytes, read_cpu = load_pages(args.warcs, args.limit)
     mb = nbytes / 1e6
@@ -308,9 +355,10 @@ def main(argv=None) -> int:
           f"(read+decoded in {read_cpu:.2f} s CPU): {dict(sources)}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs visible; one core used\n")
 
-    loop = {}
+    loop, loop_texts = {}, {}
     for name in args.extractors:
         wall, cpu, funnel, extracted = run_loop(make_stages(name), docs)
+        loop_texts[name] = {d["id"]: d["text"] for d in extracted}
         lang_cpu = time_langid_only(extracted)
         loop[name] = (wall, cpu, funnel)
         print(f"[loop] {name:12s} extract+langid: {len(docs) / cpu:7.1f} pages/s/core  {mb / cpu:6.2f} MB/s/core "
@@ -322,6 +370,13 @@ def main(argv=None) -> int:
     if "trafilatura" in loop and "webrefinery" in loop:
         ratio = loop["trafilatura"][1] / loop["webrefinery"][1]
         print(f"speed ratio webrefinery / trafilatura (CPU time, extract+langid): {ratio:.1f}x")
+    for base in (e for e in args.extractors if e.startswith("webrefinery@")):
+        if "trafilatura" in loop:
+            print(f"speed ratio {base} / trafilatura (CPU time, extract+langid): "
+                  f"{loop['trafilatura'][1] / loop[base][1]:.1f}x")
+        if "webrefinery" in loop:
+            print(f"webrefinery vs {base} (CPU time, extract+langid): {loop[base][1] / loop['webrefinery'][1]:.2f}x less")
+            report_identical("webrefinery", base, loop_texts["webrefinery"], loop_texts[base], "the WARC pages")
     if "trafilatura" in loop and "trafilatura-fast" in loop:
         ratio = loop["trafilatura"][1] / loop["trafilatura-fast"][1]
         print(f"speed ratio trafilatura fast=true / default (CPU time, extract+langid): {ratio:.2f}x")

@@ -217,6 +217,9 @@ def marked_to_text(marked: str) -> str:
     notices are dropped. List items start with a bullet (``\u2022``, ordered or not, as
     trafilatura's ``-``)."""
     out: List[str] = []
+    append = out.append
+    keep_block = _keep_block
+    split_tags = _TAG.split  # [text, "/" or "", tag, text, ...]: cheaper than a match object per tag
     items: List[tuple] = []  # the open top-level list: [(lines, link_chars)]
     block: List[str] = []  # lines of the open top-level list item
     block_links = 0
@@ -224,6 +227,17 @@ def marked_to_text(marked: str) -> str:
     in_link = False
     bullet = False  # a list item opened and its first text has not come yet
     for line in marked.split("\n"):
+        if "<" not in line and not li_depth and not list_depth:
+            # the common line: no tag, outside lists (so no list is open: ``items`` is empty)
+            stripped = line.strip()
+            if not stripped:
+                append(line)  # blank lines: kept as separators (collapsed later)
+                continue
+            if bullet:  # an empty list item closed on an earlier line: its bullet goes here
+                line, bullet = _bulleted(line), False
+            if keep_block(line, len(stripped) if in_link else 0):
+                append(line)
+            continue
         in_item = li_depth > 0
         list_closed = False
         link_chars = 0
@@ -234,17 +248,20 @@ def marked_to_text(marked: str) -> str:
             if bullet and text.strip():
                 text, bullet = _bulleted(text), False
         else:
-            parts, pos = [], 0
-            for m in _TAG.finditer(line):
-                piece = line[pos:m.start()]
+            pieces = split_tags(line)
+            parts = []
+            last = len(pieces) - 1
+            for i in range(0, last + 1, 3):
+                piece = pieces[i]
                 if piece:
                     if bullet and piece.strip():
                         piece, bullet = _bulleted(piece), False
                     parts.append(piece)
                     if in_link:
                         link_chars += len(piece.strip())
-                pos = m.end()
-                closing, tag = m.group(1), m.group(2)
+                if i == last:
+                    break
+                closing, tag = pieces[i + 1], pieces[i + 2]
                 if tag == "a":
                     in_link = not closing
                 elif tag == "li":
@@ -253,19 +270,12 @@ def marked_to_text(marked: str) -> str:
                     else:
                         li_depth += 1
                         in_item = bullet = True
-                elif tag in ("ol", "ul"):
+                elif tag == "ol" or tag == "ul":
                     if closing:
                         list_depth = max(0, list_depth - 1)
                         list_closed = list_depth == 0
                     else:
                         list_depth += 1
-            piece = line[pos:]
-            if piece:
-                if bullet and piece.strip():
-                    piece, bullet = _bulleted(piece), False
-                parts.append(piece)
-                if in_link:
-                    link_chars += len(piece.strip())
             text = "".join(parts)
             if "&" in text:
                 text = html_lib.unescape(text)
@@ -279,8 +289,8 @@ def marked_to_text(marked: str) -> str:
         elif list_depth > 0 or list_closed:
             if text.strip():
                 items.append(([text], link_chars))
-        elif _keep_block(text, link_chars):
-            out.append(text)
+        elif keep_block(text, link_chars):
+            append(text)
         if items and (list_closed or (list_depth == 0 and li_depth == 0)):
             _emit_list(items, out)
             items = []
