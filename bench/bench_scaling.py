@@ -154,13 +154,15 @@ def write_variant_warc(path: Path, pages: Sequence[Page], k: int, fraction: floa
 # ------------------------------------------------------------------------------------------------
 # Measurements
 
+OVERRIDES: Tuple[str, ...] = ()  # the --set overrides (e.g. extract.extractor=webrefinery), for every run of the pipeline
+
 
 def time_pipeline_run(pipeline: str, files: Sequence[str], out_dir: Path, beam_args: Sequence[str]) -> Tuple[float, Dict[str, Any]]:
     """(wall seconds, report) of one ``run_pipeline`` over ``files``."""
     from pipeline.run import run_pipeline
 
     start = time.perf_counter()
-    report = run_pipeline(pipeline, list(files), str(out_dir), beam_args=list(beam_args), force=True, draw=False)
+    report = run_pipeline(pipeline, list(files), str(out_dir), overrides=OVERRIDES, beam_args=list(beam_args), force=True, draw=False)
     return time.perf_counter() - start, report
 
 
@@ -172,7 +174,7 @@ def time_stages_separately(pipeline: str, files: Sequence[str]) -> Tuple[Dict[st
     from pipeline.io.readers import iter_records
     from pipeline.stages.base import CollectionStage, apply_stage
 
-    spec = get_pipeline(pipeline)
+    spec = get_pipeline(pipeline, overrides=OVERRIDES)
     stages = spec.build_stages()
     out: Dict[str, Dict[str, float]] = {}
 
@@ -236,7 +238,7 @@ def time_dedup_marginal(pipeline: str, docs: Sequence[Dict[str, Any]], sizes: Se
 
     out: Dict[str, Dict[str, Any]] = {}
     sets = {n: distinct_text_variants(docs, n, fraction, seed) for n in sizes}
-    for stage in get_pipeline(pipeline).build_stages():
+    for stage in get_pipeline(pipeline, overrides=OVERRIDES).build_stages():
         if not isinstance(stage, CollectionStage):
             continue
         seconds = []
@@ -292,7 +294,7 @@ def measure_shuffle_bytes(pipeline: str, files: Sequence[str], out_dir: Path) ->
         def get_replacement_transform_for_applied_ptransform(self, applied):
             return MeasuredGroupByKey(applied.full_label)
 
-    spec = get_pipeline(pipeline)
+    spec = get_pipeline(pipeline, overrides=OVERRIDES)
     p = beam.Pipeline(runner=FnApiRunner())
     # the graph a remote runner gets (spread=True: Reshuffles after listing files and after reading)
     beam_mod.build_graph(p, spec.build_stages(), list(files), str(out_dir), spec.output, {"pipeline": pipeline}, None,
@@ -364,6 +366,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipeline", default="refinedweb")
     ap.add_argument("--warc", default="warc/news-articles-aeb.warc.gz", help="shared WARC (relative to WEBREFINERY_DATA) with the base pages")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="override a stage parameter in every run, as `refinery run --set` (e.g. extract.extractor=webrefinery)")
     ap.add_argument("--base-pages", type=int, default=32)
     ap.add_argument("--sizes", default="1,2,4,8", help="input sizes as multiples of the base pages")
     ap.add_argument("--edit-fraction", type=float, default=0.01, help="share of visible words changed in a near-duplicate")
@@ -393,11 +397,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not sizes or sizes[0] < 1:
         raise SystemExit("--sizes must be positive integers, e.g. 1,2,4,8")
     beam_args = args.beam_args.split()
+    global OVERRIDES
+    OVERRIDES = tuple(args.overrides)
     warc = require_shared(*Path(args.warc).parts)
     from pipeline.config import get_pipeline
     from pipeline.stages.base import CollectionStage
 
-    spec = get_pipeline(args.pipeline)
+    spec = get_pipeline(args.pipeline, overrides=OVERRIDES)
     stage_names = [s.name for s in spec.stages]
     document_stages = [s.name for s in spec.stages if not issubclass(s.cls, CollectionStage)]
     work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
@@ -410,7 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             variant_bytes.append(write_variant_warc(path, pages, k, args.edit_fraction, args.seed))
             variant_files.append(str(path))
         html_bytes = sum(len(p.html.encode("utf-8")) for p in pages)
-        print(f"# bench_scaling: pipeline {args.pipeline}, {len(pages)} base pages from {warc.name} "
+        print(f"# bench_scaling: pipeline {args.pipeline}{''.join(' --set ' + o for o in OVERRIDES)}, {len(pages)} base pages from {warc.name} "
               f"(mean HTML {html_bytes / len(pages) / 1024:.1f} KB, {variant_bytes[0] / len(pages) / 1024:.1f} KB gzipped WARC per page), "
               f"sizes {sizes} x, near-duplicates with {args.edit_fraction:.0%} of words edited; 1 core; {results['date']}")
 
