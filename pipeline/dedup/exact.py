@@ -58,6 +58,11 @@ def text_key(text: str, normalization: str = "full") -> bytes:
         data = text.encode("utf-8", "surrogatepass")
     else:
         raise ValueError(f"unknown normalization {normalization!r}; expected one of {', '.join(NORMALIZATIONS)}")
+    return key_of_bytes(data)
+
+
+def key_of_bytes(data: bytes) -> bytes:
+    """The exact-dedup group key of a text's (normalized) bytes: their 16-byte BLAKE2b."""
     return hashlib.blake2b(data, digest_size=16).digest()
 
 

@@ -32,7 +32,9 @@ stage writes (``<stage>_group_size``, ``minhash_cluster``, ``minhash_cluster_siz
 
 What differs from the chain is only the cost: each stage's inputs are computed from the document as it came
 in (no stage key reads a column an earlier dedup stage writes), so MinHash signatures are also computed for
-documents an earlier stage will reject, and each document is encoded and decoded once.
+documents an earlier stage will reject, and each document is encoded and decoded once. The normalized text
+(``normalize.normalized_words``) that exact dedup's full normalization hashes and MinHash shingles is computed
+once per document for both (``_words``).
 
 ``counters`` (optional, a callable ``stage name -> object with count(doc, what, reason="")``, e.g.
 ``pipeline.beam._Counters``) makes ``Apply`` (and ``Prepare``, for first-stage dead letters) count every
@@ -51,7 +53,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from pipeline.dedup import packed
-from pipeline.dedup.exact import TextKey, UrlKey
+from pipeline.dedup.exact import TextKey, UrlKey, key_of_bytes
 from pipeline.dedup.keys import METRICS_NAMESPACE, SHARDS, node_id, priority_of
 from pipeline.dedup.minhash.graph import EDGE_COLUMNS
 from pipeline.dedup.minhash.transform import _ToRootDoFn
@@ -86,13 +88,15 @@ class _GroupSpec:
         self.keep = params.keep
         self.column = f"{stage.name}_group_size"
         self.key_fn = TextKey(params.normalization) if stage.name == "exact_dedup" else UrlKey(params.normalize_url)
+        self.shares_words = stage.name == "exact_dedup" and params.normalization == "full"
 
     def setup(self) -> None:
         pass
 
-    def prepare(self, doc) -> List:
-        """[key, priority]; [None, None] for a document without a group key (as ``exact._KeyDoFn``)."""
-        key = self.key_fn(doc)
+    def prepare(self, doc, shared: Dict) -> List:
+        """[key, priority]; [None, None] for a document without a group key (as ``exact._KeyDoFn``). With the
+        full normalization the key is that of the document's normalized words, computed once (``_words``)."""
+        key = key_of_bytes(_words(doc, shared)[0].tobytes()) if self.shares_words else self.key_fn(doc)
         if key is None:
             return [None, None]
         return [key.hex() if isinstance(key, bytes) else key, priority_of(doc, self.keep)]
@@ -116,16 +120,27 @@ class _MinhashSpec:
         self.bands, self.rows = lsh.bands, lsh.rows
         self.hasher = MinHasher(lsh.num_perm, p.seed, p.ngram, p.scheme, p.shingle_hash)
 
-    def prepare(self, doc) -> List:
+    def prepare(self, doc, shared: Dict) -> List:
         from pipeline.dedup.minhash.hashing import band_hashes
 
         node_id(doc_key(doc))
-        hashes = self.hasher.shingle_hashes(text_of(doc))
+        hashes = self.hasher.shingle_hashes_of_words(_words(doc, shared))
         bands = band_hashes(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else None
         priority = priority_of(doc, self.params.keep)
         return [priority,
                 None if bands is None else bands.astype(_BANDS).tobytes(),
                 np.unique(hashes).tobytes() if self.params.verify and bands is not None else None]
+
+
+def _words(doc, shared: Dict):
+    """``normalize.normalized_words`` of the document's text, computed once per document for the stages that
+    need it (exact dedup's full normalization, MinHash shingles): ``shared`` is the document's own dict."""
+    words = shared.get("words")
+    if words is None:
+        from pipeline.dedup.normalize import normalized_words
+
+        words = shared["words"] = normalized_words(text_of(doc))
+    return words
 
 
 def _specs(stages) -> List[Any]:
@@ -296,9 +311,10 @@ class _PrepareDoFn(_RoutingDoFn):
 
     def process(self, doc):
         inputs: List[Any] = [None] * len(self.specs)
+        shared: Dict = {}  # what several stages compute from the document (``_words``)
         for i, spec in enumerate(self.specs):
             try:
-                inputs[i] = spec.prepare(doc)
+                inputs[i] = spec.prepare(doc, shared)
             except Exception as exc:  # a dead letter of stage i (if the document gets that far)
                 if i == 0:
                     yield self._reject_first(doc, exc)

@@ -298,6 +298,12 @@ class MinHasher:
         """The 32-bit hash of every shingle of ``text`` (in order, repeats included)."""
         return shingle_hashes_of_code_points(code_points(text), self._table, self._lower, self.ngram, self._use_sha1)
 
+    def shingle_hashes_of_words(self, words: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """``shingle_hashes`` of a text from its ``normalize.normalized_words`` (computed once when several
+        dedup stages need the normalized text, as ``pipeline.dedup.fused`` does)."""
+        buf, starts, ends = words
+        return shingle_hashes(buf, starts, ends, len(starts), self.ngram, self._use_sha1)
+
     def signature_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
         """The signature (uint32[num_perm]) of a set given by its shingle hashes."""
         sig = np.full(self.num_perm, EMPTY_VALUE, dtype=np.uint32)
