@@ -5,6 +5,7 @@ timeout, empty), its line rules, and a real pipeline run with it."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -84,6 +85,31 @@ def test_benchmark_output_obeys_cleanup_rules(results):
         assert all(line == line.rstrip() for line in text.split("\n")), key
         assert text == text.strip(), key
         assert "<a " not in text and "</p>" not in text, key  # the link markup is gone
+
+
+# sha256 of the 181 benchmark texts (key-sorted, joined by NUL), recorded at commit 6997618, before the
+# speed-up pass: speed-ups must not change a byte. A deliberate rule change records the new digest here in
+# the same commit (``bench/bench_extract.py --webrefinery-baseline REV`` shows which pages changed).
+BENCHMARK_OUTPUT_SHA256 = "6a06441512de32866f71a3f9f874f9cb38b41eafe3a5fb44d928aa0f7829d283"
+
+
+def test_benchmark_output_is_byte_identical_to_the_recorded_one(results):
+    texts = results["webrefinery"][0]
+    digest = hashlib.sha256("\0".join(texts[k] for k in sorted(texts)).encode("utf-8")).hexdigest()
+    assert digest == BENCHMARK_OUTPUT_SHA256
+
+
+def test_block_pass_short_path_for_tag_free_lines_keeps_the_general_rules():
+    """Tag-free lines outside lists take a short path in ``marked_to_text``; what the general path
+    did stays: a bullet left open by an empty list item goes to the next text line, a tag-free
+    line is not unescaped (resiliparse escapes only inside markup lines), link text spanning lines
+    counts as link text, blank lines stay as separators."""
+    marked = ("Intro line\n<ul><li></li></ul>\nAfter the list comes this line of text that is long enough\n"
+              "<ol><li><a href='/x'>Link one</a></li>\n<li>Second item has <a href='/y'>a link</a> and more "
+              "words here</li></ol>\n\nTail &amp; end <a href='/z'>Home\nNews</a>\nPlain &amp; tag-free closing words")
+    assert wr.marked_to_text(marked) == (
+        "Intro line\n\u2022 After the list comes this line of text that is long enough\n"
+        "\u2022 Second item has a link and more words here\n\nTail & end Home\nPlain &amp; tag-free closing words")
 
 
 def test_output_does_not_depend_on_page_order(pages, results):
