@@ -343,7 +343,9 @@ def apply_stage(stage: DocumentStage, doc: Document) -> Tuple[Document, Optional
     out = dict(doc)
     try:
         rule = stage.process(out)
-    except Exception as exc:  # a dead letter, never a crashed run
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a dead letter, never a crashed run (pyo3's PanicException is a BaseException)
         return out, error_reason(stage.name, exc)
     return out, (reason(stage.name, rule) if rule else None)
 

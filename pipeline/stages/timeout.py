@@ -17,7 +17,9 @@ Limits (by design of CPython, documented so nobody relies on more):
 - The injected exception derives from ``BaseException`` so that libraries' ``except Exception``
   blocks do not swallow it; code with a bare ``except:`` could still swallow it, in which case
   ``call_with_deadline`` notices afterwards (the deadline had fired) and still raises
-  ``DeadlineExceeded`` once ``fn`` returns.
+  ``DeadlineExceeded`` once ``fn`` returns. A library that turns the interrupt into an error of its own
+  (resiliparse's Rust code raises pyo3's ``PanicException`` when it arrives during a callback into
+  Python) gives ``DeadlineExceeded`` too: after the deadline fired, any exception from ``fn`` counts as it.
 - Interrupting a library mid-call may leave its module-level caches half-updated; the extractors
   used here keep no cross-document state that matters (trafilatura runs with ``deduplicate=False``).
 - CPython only (``ctypes.pythonapi``).
@@ -136,6 +138,13 @@ def call_with_deadline(seconds: Optional[float], fn: Callable[..., T], *args: An
             fired = _WATCHDOG.disarm(ticket)
     except _DeadlineInterrupt:
         raise DeadlineExceeded(f"call did not finish within {seconds:g} s") from None
+    except BaseException as exc:
+        # The interrupt landed where a compiled library was calling back into Python, and the library
+        # turned it into an error of its own (pyo3 raises PanicException, a BaseException): once the
+        # deadline has fired, whatever fn raises is the timeout's doing. Ctrl-C and exit stay theirs.
+        if fired and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise DeadlineExceeded(f"call did not finish within {seconds:g} s") from exc
+        raise
     if fired:  # fn swallowed the interrupt, or finished just as the deadline fired
         raise DeadlineExceeded(f"call did not finish within {seconds:g} s")
     return result

@@ -362,6 +362,33 @@ def test_deadline_survives_code_that_swallows_base_exceptions():
         call_with_deadline(0.1, stubborn)
 
 
+class _LibraryPanic(BaseException):
+    """Stands for pyo3's PanicException: what resiliparse raises when the interrupt lands in a callback."""
+
+
+def test_a_library_error_caused_by_the_interrupt_counts_as_the_timeout():
+    def translating():
+        try:
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end:
+                pass
+        except BaseException as exc:  # noqa: BLE001 - what a compiled library does with a foreign exception
+            raise _LibraryPanic("interrupted inside a callback") from exc
+        return "finished"
+
+    with pytest.raises(DeadlineExceeded) as info:
+        call_with_deadline(0.05, translating)
+    assert isinstance(info.value.__cause__, _LibraryPanic)
+
+
+def test_errors_before_the_deadline_keep_their_type_even_if_base_exceptions():
+    def panics():
+        raise _LibraryPanic("a real bug, not a timeout")
+
+    with pytest.raises(_LibraryPanic):
+        call_with_deadline(5.0, panics)
+
+
 def test_many_quick_calls_never_time_out_spuriously():
     assert [call_with_deadline(5.0, lambda x: x * 2, i) for i in range(2000)] == [i * 2 for i in range(2000)]
     assert call_with_deadline(0, lambda: "no deadline") == "no deadline"

@@ -249,7 +249,17 @@ def test_timeout(monkeypatch):
 def test_real_extraction_is_interrupted_and_the_next_pages_are_unchanged(pages, results):
     big = max(pages, key=lambda page: len(page.html))
     hurried = ExtractStage(ExtractParams(extractor="webrefinery", timeout_s=0.0005))
-    assert hurried.process({"id": big.key, "text": "", "html": big.html}) == "timeout"
+    # The watchdog needs the GIL, which resiliparse's C code holds: on a loaded machine a call can end
+    # before the deadline is noticed. Some of 20 tries time out; none may give anything but a timeout
+    # or the page's normal text (an interrupt landing in a Rust callback once escaped as PanicException).
+    outcomes = []
+    for _ in range(20):
+        doc = {"id": big.key, "text": "", "html": big.html}
+        outcomes.append(hurried.process(doc))
+        assert outcomes[-1] == "timeout" or doc["text"] == results["webrefinery"][0][big.key]
+        if outcomes[-1] == "timeout":
+            break
+    assert "timeout" in outcomes
     stage = ExtractStage(ExtractParams(extractor="webrefinery"))
     for page in pages[:3] + [big]:
         doc = {"id": page.key, "text": "", "html": page.html}

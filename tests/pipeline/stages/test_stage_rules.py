@@ -162,3 +162,31 @@ def test_discovery_finds_every_stage_module_and_fails_loudly(tmp_path, monkeypat
     monkeypatch.setattr(stages_pkg, "stage_modules", lambda: [module.__name__])
     with pytest.raises(TypeError, match="Forgotten.*not @register-ed"):
         stages_pkg.load_all()
+
+
+class _Panic(BaseException):
+    """Stands for pyo3's PanicException (a BaseException): a compiled library failing on one page."""
+
+
+class _PanickingStage(DocumentStage):
+    name = "panicking"
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def process(self, doc):
+        if "boom" in doc["text"]:
+            raise self.exc
+        return None
+
+
+def test_a_base_exception_from_one_document_is_a_dead_letter_not_a_crashed_run():
+    docs = [make_document("a", "fine text"), make_document("b", "boom"), make_document("c", "more fine text")]
+    got = [(d["id"], why) for d, why in run_stages([_PanickingStage(_Panic("rust panic"))], docs)]
+    assert got == [("a", None), ("b", "panicking:error:_Panic"), ("c", None)]
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3)])
+def test_interrupts_and_exit_still_stop_the_run(exc):
+    with pytest.raises(type(exc)):
+        list(run_stages([_PanickingStage(exc)], [make_document("b", "boom")]))
