@@ -34,7 +34,7 @@ What differs from the chain is only the cost: each stage's inputs are computed f
 in (no stage key reads a column an earlier dedup stage writes), so MinHash signatures are also computed for
 documents an earlier stage will reject, and each document is encoded and decoded once. The normalized text
 (``normalize.normalized_words``) that exact dedup's full normalization hashes and MinHash shingles is computed
-once per document for both (``_words``).
+once per document for both (``_words``), and so are its node id and priorities (``_node``, ``_priority``).
 
 ``counters`` (optional, a callable ``stage name -> object with count(doc, what, reason="")``, e.g.
 ``pipeline.beam._Counters``) makes ``Apply`` (and ``Prepare``, for first-stage dead letters) count every
@@ -99,7 +99,7 @@ class _GroupSpec:
         key = key_of_bytes(_words(doc, shared)[0].tobytes()) if self.shares_words else self.key_fn(doc)
         if key is None:
             return [None, None]
-        return [key.hex() if isinstance(key, bytes) else key, priority_of(doc, self.keep)]
+        return [key.hex() if isinstance(key, bytes) else key, _priority(doc, self.keep, shared)]
 
 
 class _MinhashSpec:
@@ -123,10 +123,10 @@ class _MinhashSpec:
     def prepare(self, doc, shared: Dict) -> List:
         from pipeline.dedup.minhash.hashing import band_hashes
 
-        node_id(doc_key(doc))
+        _node(doc, shared)
         hashes = self.hasher.shingle_hashes_of_words(_words(doc, shared))
         bands = band_hashes(self.hasher.signature_of_hashes(hashes), self.bands, self.rows) if hashes.size else None
-        priority = priority_of(doc, self.params.keep)
+        priority = _priority(doc, self.params.keep, shared)
         return [priority,
                 None if bands is None else bands.astype(_BANDS).tobytes(),
                 np.unique(hashes).tobytes() if self.params.verify and bands is not None else None]
@@ -141,6 +141,22 @@ def _words(doc, shared: Dict):
 
         words = shared["words"] = normalized_words(text_of(doc))
     return words
+
+
+def _node(doc, shared: Dict) -> bytes:
+    """``node_id(doc_key(doc))``, computed once per document (``shared``, as ``_words``)."""
+    node = shared.get("node")
+    if node is None:
+        node = shared["node"] = node_id(doc_key(doc))
+    return node
+
+
+def _priority(doc, keep: str, shared: Dict):
+    """``priority_of(doc, keep)``, computed once per document and keep rule (``shared``, as ``_words``)."""
+    priority = shared.get(("priority", keep))
+    if priority is None:
+        priority = shared[("priority", keep)] = priority_of(doc, keep)
+    return priority
 
 
 def _specs(stages) -> List[Any]:
@@ -311,7 +327,7 @@ class _PrepareDoFn(_RoutingDoFn):
 
     def process(self, doc):
         inputs: List[Any] = [None] * len(self.specs)
-        shared: Dict = {}  # what several stages compute from the document (``_words``)
+        shared: Dict = {}  # what several stages compute from the document (``_words``, ``_node``, ``_priority``)
         for i, spec in enumerate(self.specs):
             try:
                 inputs[i] = spec.prepare(doc, shared)
@@ -326,7 +342,7 @@ class _PrepareDoFn(_RoutingDoFn):
         except Exception as exc:  # what cannot go through a shuffle: the first stage's dead letter, as chained
             yield self._reject_first(doc, exc)
             return
-        node = node_id(doc_key(doc))
+        node = _node(doc, shared)
         token = node + zlib.crc32(blob).to_bytes(4, "big")
         full = self.docs.add(packed.node_shard(node, self.shards), token + blob)
         if full:

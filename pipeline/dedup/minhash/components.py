@@ -22,8 +22,10 @@ rounds the active edges are kept as directed pairs in both directions, sharded b
 
 A Beam graph is static, so ``max_rounds`` rounds are unrolled. Each Large-Star step counts the
 violating nodes of its input (free: it already groups each node's neighbours). The count of round k
-is a side input of the router before round k + 2: once it is 0 the edges are already stars and are
-routed around all remaining rounds (their GroupByKeys then see no data), so the rounds after
+is a side input of the router before round k + 2 (a sum without a default: no violating node gives no
+count, read as the side input's default 0, which saves the stages that would inject one in every round):
+once it is 0 the edges are already stars and are routed around all remaining rounds (their GroupByKeys
+then see no data), so the rounds after
 convergence cost next to nothing. A final labelling step checks the result once more: if nodes still
 violate, the transform fails loudly (``on_unconverged="fail"``, the default) or, with
 ``"continue"``, labels each unconverged node with the minimum of its neighbourhood: every group is
@@ -170,7 +172,8 @@ class PackedConnectedComponents(beam.PTransform):
         previous = None  # violations of the input of the previous round's Large-Star
         for k in range(1, self.max_rounds + 1):
             if previous is not None:
-                routed = active | f"Route{k}" >> beam.ParDo(_RouteDoFn(), beam.pvalue.AsSingleton(previous)).with_outputs(
+                # no count (no Large-Star step saw a violating node): 0, the AsSingleton default
+                routed = active | f"Route{k}" >> beam.ParDo(_RouteDoFn(), beam.pvalue.AsSingleton(previous, default_value=0)).with_outputs(
                     DONE_TAG, main="active"
                 )
                 done.append(routed[DONE_TAG])
@@ -182,7 +185,7 @@ class PackedConnectedComponents(beam.PTransform):
             )
             previous = (
                 large[VIOLATIONS_TAG]
-                | f"Violations{k}" >> beam.CombineGlobally(sum)
+                | f"Violations{k}" >> beam.CombineGlobally(sum).without_defaults()
                 | f"RecordRound{k}" >> beam.ParDo(_RecordRound(self.metric_name))
             )
             active = (

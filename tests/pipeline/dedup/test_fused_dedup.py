@@ -117,6 +117,21 @@ def test_fused_dedup_with_verification_and_keep_rules(corpus, minhash, exact_kee
         assert metrics.get("minhash_dedup|false_positive_edges", 0) > 0
 
 
+@pytest.mark.parametrize("normalization", ["whitespace", "none"])
+def test_fused_dedup_with_exact_keys_of_other_normalizations(corpus, normalization):
+    # only the full normalization shares MinHash's normalized words; the others keep their own key
+    def stages():
+        return [MinhashDedupStage(MinhashDedupParams(preset="fineweb", shards=4)), UrlDedupStage(UrlDedupParams()),
+                ExactDedupStage(ExactDedupParams(normalization=normalization))]
+
+    docs = copy.deepcopy(corpus)
+    docs.append(make_document(id="spaced", text=docs[11]["text"].replace(" ", "  "), source="edge", record_offset=12))
+    chained = _sorted(*run_dedup(bench_dedup.Dedup(stages()), copy.deepcopy(docs))[:2])
+    kept, rejected, _ = run_dedup(FusedDedup(stages()), copy.deepcopy(docs))
+    assert _sorted(kept, rejected) == chained
+    assert any(why.startswith("minhash_dedup:") for _, why in chained[1])
+
+
 def test_fused_dedup_on_two_worker_processes_decides_as_the_chain(corpus):
     order = ["exact_dedup", "url_dedup", "minhash_dedup"]
     minhash = MinhashDedupParams(preset="fineweb")
