@@ -539,10 +539,11 @@ def main() -> None:
         print(f"--- {len(rounds)} rounds (loop, then each design, alternating); Beam / loop CPU per round and median:")
         for d in designs:
             ratios = sorted(r[d] / r["loop"] for r in rounds)
-            mem = sorted(r[f"{d}:mem"] / r["loop:mem"] for r in rounds if r["loop:mem"])
+            per_round = [r[f"{d}:mem"] / r["loop:mem"] for r in rounds if r["loop:mem"]]
+            mem = sorted(per_round)
             print(f"{d}: CPU " + ", ".join(f"{r[d]:.1f}/{r['loop']:.1f}s" for r in rounds)
-                  + f" -> median {ratios[len(ratios) // 2]:.2f}x; memory growth median "
-                  + (f"{mem[len(mem) // 2]:.2f}x" if mem else "n/a"))
+                  + f" -> median {ratios[len(ratios) // 2]:.2f}x; memory growth "
+                  + (", ".join(f"{m:.2f}" for m in per_round) + f" -> median {mem[len(mem) // 2]:.2f}x" if mem else "n/a"))
     if len(runs) == 2:
         chained, fused = runs["chained"], runs["fused"]
         agree = sorted(chained["kept"]) == sorted(fused["kept"]) and chained["rejected"] == fused["rejected"]
