@@ -354,6 +354,12 @@ def shuffle_group(label: str, stage_names: Sequence[str]) -> str:
     return head
 
 
+def first_stage_of(group: str) -> str:
+    """The stage whose funnel share weights a shuffle group: a fused run of dedup stages
+    ("exact_dedup+url_dedup+minhash_dedup") sees the documents that reach its first stage."""
+    return group.split("+", 1)[0]
+
+
 def print_table(rows: List[List[str]], header: List[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -514,9 +520,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             per_bench_page = nbytes / len(pages)
             if g in ("SpreadDocs", "SpreadFiles", "Inputs"):
                 cc = per_bench_page * byte_scale  # carries the HTML
-            elif g in share:
-                entering = first["funnel"].get(g) or 1
-                cc = nbytes / entering * share[g]
+            elif first_stage_of(g) in share:
+                entering = first["funnel"].get(first_stage_of(g)) or 1
+                cc = nbytes / entering * share[first_stage_of(g)]
             elif g == "WriteDocuments":
                 cc = nbytes / max(first["kept"], 1) * final_share
             elif g == "WriteRejected":
