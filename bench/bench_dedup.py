@@ -54,7 +54,7 @@ import apache_beam as beam  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline import runtime  # noqa: E402
-from pipeline.dedup.exact import TextKey, UrlKey  # noqa: E402
+from pipeline.dedup.exact import TextKey, UrlKey, key_of_bytes  # noqa: E402
 from pipeline.dedup.local import dedup_metrics  # noqa: E402
 from pipeline.dedup.keys import node_id, priority_of  # noqa: E402
 from pipeline.dedup.minhash.hashing import MinHasher, band_hashes, jaccard_of_hash_sets  # noqa: E402
@@ -230,7 +230,38 @@ def _plain_group_dedup(docs, stage: str, key_fn, keep: str, rejected: list) -> l
     return kept
 
 
-def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected: list) -> list:
+class _SharedWords:
+    """The loop's counterpart of the fused Beam step's ``Prepare``: a document's ``normalized_words`` computed
+    once, giving exact dedup's full-normalization key and, right away, MinHash's band hashes (so, as fused, the
+    MinHash work is done also for documents exact or URL dedup then reject, and only the bands wait)."""
+
+    def __init__(self, params: MinhashDedupParams):
+        from pipeline.dedup.normalize import normalized_words
+
+        self._normalized_words = normalized_words
+        self._lsh = params.lsh()
+        self._hasher = MinHasher(self._lsh.num_perm, params.seed, params.ngram, params.scheme, params.shingle_hash)
+        self._verify = params.verify
+        self._minhash = {}  # id(doc) -> (bands or None, shingle hashes if verify) or the exception
+
+    def text_key(self, doc) -> bytes:
+        words = self._normalized_words(text_of(doc))
+        try:
+            hashes = self._hasher.shingle_hashes_of_words(words)
+            bands = band_hashes(self._hasher.signature_of_hashes(hashes), self._lsh.bands, self._lsh.rows) if hashes.size else None
+            self._minhash[id(doc)] = (bands, hashes if self._verify else None)
+        except Exception as exc:  # MinHash's dead letter, if the document gets that far
+            self._minhash[id(doc)] = exc
+        return key_of_bytes(words[0].tobytes())
+
+    def minhash_of(self, doc):
+        got = self._minhash.pop(id(doc))
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected: list, shared=None) -> list:
     """``minhash.transform.MinhashDedup`` without Beam. Per document exactly ``minhash.banding.SignatureDoFn``'s work (doc_key ->
     node_id, ``MinHasher`` shingle hashes -> signature -> ``band_hashes``, ``priority_of``); no shingle: no
     bucket. Buckets (band, band hash) of each band are grouped with one numpy sort (the Beam stage sorts
@@ -249,8 +280,11 @@ def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected:
             key = doc_key(doc)
             node = node_id(key)
             text = text_of(doc)
-            hashes = hasher.shingle_hashes(text)
-            bands = band_hashes(hasher.signature_of_hashes(hashes), lsh.bands, lsh.rows) if hashes.size else None
+            if shared is None:
+                hashes = hasher.shingle_hashes(text)
+                bands = band_hashes(hasher.signature_of_hashes(hashes), lsh.bands, lsh.rows) if hashes.size else None
+            else:
+                bands, hashes = shared.minhash_of(doc)
             priority = priority_of(doc, params.keep)
         except Exception as exc:
             rejected.append((doc, error_reason(stage, exc)))
@@ -331,16 +365,21 @@ def _plain_minhash_dedup(docs, stage: str, params: MinhashDedupParams, rejected:
 
 
 def plain_dedup(docs, exact: ExactDedupParams | None = None, url: UrlDedupParams | None = None,
-                minhash: MinhashDedupParams | None = None):
+                minhash: MinhashDedupParams | None = None, share_words: bool = True):
     """exact_dedup -> url_dedup -> minhash_dedup in one process, without Beam, with the Beam stages' semantics
     (which document of a group or cluster is kept, dead letters, the columns each stage adds): (kept,
-    rejected (doc, reason)). The documents are updated in place (the stages' columns). What it does not
+    rejected (doc, reason)). The documents are updated in place (the stages' columns). ``share_words`` (default,
+    as the fused Beam step): the normalized text is computed once per document for exact dedup and MinHash;
+    False: each stage normalizes on its own (as the chained stages). What it does not
     repeat: the Beam stages also fail a document that cannot go through a shuffle as JSON (packed)."""
     exact, url, minhash = exact or ExactDedupParams(), url or UrlDedupParams(), minhash or MinhashDedupParams()
     rejected = []
-    docs = _plain_group_dedup(docs, ExactDedupStage.name, TextKey(exact.normalization), exact.keep, rejected)
+    # with share_words (what the fused Beam step does), the normalized text is computed once per document
+    shared = _SharedWords(minhash) if share_words and exact.normalization == "full" else None
+    text_key = shared.text_key if shared is not None else TextKey(exact.normalization)
+    docs = _plain_group_dedup(docs, ExactDedupStage.name, text_key, exact.keep, rejected)
     docs = _plain_group_dedup(docs, UrlDedupStage.name, UrlKey(url.normalize_url), url.keep, rejected)
-    docs = _plain_minhash_dedup(docs, MinhashDedupStage.name, minhash, rejected)
+    docs = _plain_minhash_dedup(docs, MinhashDedupStage.name, minhash, rejected, shared)
     return docs, rejected
 
 

@@ -59,11 +59,12 @@ def _sorted(kept, rejected):
     MinhashDedupParams(preset="refinedweb"),
     MinhashDedupParams(preset="dclm", verify=True, keep="longest"),
 ], ids=["fineweb", "refinedweb", "dclm-verify-longest"])
-def test_plain_loop_keeps_exactly_what_the_beam_stages_keep(corpus, minhash):
+@pytest.mark.parametrize("share_words", [True, False], ids=["words-once", "words-per-stage"])
+def test_plain_loop_keeps_exactly_what_the_beam_stages_keep(corpus, minhash, share_words):
     exact, url = ExactDedupParams(), UrlDedupParams()
     stages = [ExactDedupStage(exact), UrlDedupStage(url), MinhashDedupStage(minhash)]
     beam_kept, beam_rejected, metrics = run_dedup(bench_dedup.Dedup(stages), corpus)
-    loop_kept, loop_rejected = bench_dedup.plain_dedup(copy.deepcopy(corpus), exact, url, minhash)
+    loop_kept, loop_rejected = bench_dedup.plain_dedup(copy.deepcopy(corpus), exact, url, minhash, share_words=share_words)
 
     # the corpus exercises every rule the comparison relies on
     reasons = Counter(r for _, r in beam_rejected)
