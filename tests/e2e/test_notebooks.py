@@ -145,6 +145,8 @@ def test_committed_notebooks_are_clean():
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code, name
+        ids = [c.get("id") for c in nb.cells]
+        assert all(ids) and len(set(ids)) == len(ids), f"{name}: every cell needs its own id (nbformat 4.5)"
         for cell in code:
             assert cell.get("outputs") == [], f"{name}: a committed cell has outputs (strip them)"
             assert cell.get("execution_count") is None, f"{name}: a committed cell has an execution count"
