@@ -55,7 +55,6 @@ from apache_beam.transforms.window import GlobalWindows
 from pipeline.dedup import packed
 from pipeline.dedup.exact import TextKey, UrlKey, key_of_bytes
 from pipeline.dedup.keys import METRICS_NAMESPACE, SHARDS, node_id, priority_of
-from pipeline.dedup.minhash.graph import EDGE_COLUMNS
 from pipeline.dedup.minhash.transform import _ToRootDoFn
 from pipeline.dedup.stages import FUSABLE, fusable
 from pipeline.document import doc_key, text_of
@@ -418,18 +417,9 @@ class _ContinueDoFn(_RoutingDoFn):
 class _WaitingToRootDoFn(_ToRootDoFn):
     """``_ToRootDoFn`` on the waiting states (their last item is the priority) instead of priority records."""
 
-    def process(self, element):
-        _, grouped = element
-        nodes_hi, nodes_lo, roots_hi, roots_lo = packed.unpack_columns(list(grouped["labels"]), EDGE_COLUMNS)
-        root_of = dict(zip(packed.columns_to_nodes(nodes_hi, nodes_lo), packed.columns_to_nodes(roots_hi, roots_lo)))
-        if not root_of:
-            return
-        for waiting in packed.records_of(grouped["info"]):
-            root = root_of.get(waiting[0][:NODE])
-            if root is not None:
-                full = self.emit(root, [root.hex(), waiting[3]])
-                if full:
-                    yield full
+    @staticmethod
+    def node_and_priority(record):
+        return record[0][:NODE], record[3]
 
 
 class _MinhashDecisions(beam.PTransform):

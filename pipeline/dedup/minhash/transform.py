@@ -67,14 +67,20 @@ class _ToRootDoFn(_RecordBatchesDoFn):
     """(node shard, {labels: [packed (node, root)], info: [priority batches]}) -> (root shard, [root, priority])
     record batches for every document whose node has a label (is in a cluster)."""
 
+    @staticmethod
+    def node_and_priority(record):
+        """(node id, priority) of one ``info`` record: here the priority itself, its doc_key last."""
+        return node_id(record[-1]), record
+
     def process(self, element):
         _, grouped = element
         nodes_hi, nodes_lo, roots_hi, roots_lo = packed.unpack_columns(list(grouped["labels"]), EDGE_COLUMNS)
         root_of = dict(zip(packed.columns_to_nodes(nodes_hi, nodes_lo), packed.columns_to_nodes(roots_hi, roots_lo)))
         if not root_of:
             return
-        for priority in packed.records_of(grouped["info"]):
-            root = root_of.get(node_id(priority[-1]))
+        for record in packed.records_of(grouped["info"]):
+            node, priority = self.node_and_priority(record)
+            root = root_of.get(node)
             if root is not None:
                 full = self.emit(root, [root.hex(), priority])
                 if full:
