@@ -15,12 +15,15 @@ small *state* record travel from decision to decision instead:
                      ``_ToRootDoFn`` on the waiting states' priorities, ``_DecideDoFn``) ->         |
                      decisions (node shard); the states wait (node shard) and join the decisions    |
                      (Continue), or, when it is the last stage, go with them to the last join       |
-    {documents, fates, [last MinHash states and decisions]} -> CoGroupByKey(node shard) -> Apply <--'
+    {documents, each stage's fates, first-stage dead letters, [last MinHash states and decisions]}
+        -> CoGroupByKey(node shard) -> Apply (kept, rejected) <-------------------------------------'
 
 A state is ``[token, outcomes, inputs]``: what the stages so far decided (a group size or None; a MinHash
-[cluster, size]) and what the remaining ones need. "Going on" means: skip the group stages that have no key
-for the document (not grouped, kept, as ``exact._KeyDoFn``), end with a dead letter at a stage whose inputs
-could not be computed, else go to the next stage's shuffle (or end kept after the last stage). So a document
+[cluster, size]) and what the remaining ones need. "Going on" means: end with a dead letter at a stage whose
+inputs could not be computed, else go to the next stage's shuffle (or end kept after the last stage); a
+document without a group key crosses its stage's shuffle too (by its node shard) and comes out of it not
+grouped and kept, as ``exact._KeyDoFn``, so that every stage's states come from one DoFn, the stage's before
+(a Flatten of several, which the in-process runner runs as a stage of its own, is never needed). So a document
 rejected by one stage takes no part in the later ones, exactly as chained; decisions are those of
 ``exact._KeepOneDoFn`` (smallest ``priority_of`` per key, the first one on a tie) and of
 ``minhash.transform`` (run on the documents still active at that stage).
@@ -63,6 +66,7 @@ from pipeline.stages.base import error_reason, reason
 REJECTED_TAG = "rejected"
 DOCS_TAG = "docs"
 FATES_TAG = "fates"
+DEAD_TAG = "dead"  # the first stage's dead letters: (0, (doc, reason)), to the last join as they are
 CARRY_TAG = "carry"
 DECISIONS_TAG = "decisions"
 NODE = 16  # bytes of a node id
@@ -173,10 +177,10 @@ def _node_shards(stages) -> int:
 
 
 def _outputs_from(specs, start: int) -> List[str]:
-    """The tags a DoFn that moves states on from stage ``start`` writes to."""
+    """The tags a DoFn that moves states on to stage ``start`` (or past the last one) writes to."""
     tags = [FATES_TAG]
-    for i in range(start, len(specs)):
-        tags += [_tag("group", i)] if specs[i].kind == "group" else [_tag("bands", i), _tag("sets", i), _tag(CARRY_TAG, i)]
+    if start < len(specs):
+        tags += [_tag("group", start)] if specs[start].kind == "group" else [_tag("bands", start), _tag("sets", start), _tag(CARRY_TAG, start)]
     return tags
 
 
@@ -233,18 +237,14 @@ class _Router:
     def advance(self, state):
         token, outcomes, inputs = state
         i = len(outcomes)
-        while i < len(self.kinds):
+        if i < len(self.kinds):
             value = inputs[i]
             if isinstance(value, str):  # the stage's inputs raised: its dead letter
                 yield from self.fate(state, i, value)
                 return
-            if self.kinds[i] == "group":
-                if value[0] is None:  # no group key: kept, not grouped
-                    outcomes.append(None)
-                    inputs[i] = None
-                    i += 1
-                    continue
-                yield from self._add(_tag("group", i), packed.key_shard(value[0], SHARDS), state)
+            if self.kinds[i] == "group":  # no group key: through the shuffle by node shard, not grouped
+                shard = packed.node_shard(token[:NODE], SHARDS) if value[0] is None else packed.key_shard(value[0], SHARDS)
+                yield from self._add(_tag("group", i), shard, state)
                 return
             priority, bands, shingles = value
             node = token[:NODE]
@@ -301,7 +301,8 @@ class _RoutingDoFn(beam.DoFn):
 class _PrepareDoFn(_RoutingDoFn):
     """Document -> its token and packed record (``docs``, by node shard) and its state, moved on from the
     first stage; a dead letter of the first stage (its inputs, or a record that cannot be packed) is
-    rejected here."""
+    counted here and goes to the last join as it is (``dead``: Apply emits it rejected, so that all rejected
+    documents come out of one DoFn and no Flatten, which the in-process runner materializes, gathers them)."""
 
     def __init__(self, specs, shards: int, counters: Optional[Callable] = None):
         super().__init__(specs, shards)
@@ -322,7 +323,7 @@ class _PrepareDoFn(_RoutingDoFn):
         if self.first is not None:
             self.first.count(doc, "in")
             self.first.count(doc, "rejected", why)
-        return beam.pvalue.TaggedOutput(REJECTED_TAG, (doc, why))
+        return beam.pvalue.TaggedOutput(DEAD_TAG, (0, (doc, why)))
 
     def process(self, doc):
         inputs: List[Any] = [None] * len(self.specs)
@@ -357,7 +358,7 @@ class _PrepareDoFn(_RoutingDoFn):
 class _GroupDecideDoFn(_RoutingDoFn):
     """(key shard, state batches) of group stage ``index`` -> per key, the state with the smallest priority
     moves on (the first one on a tie, as ``exact._KeepOneDoFn``), the others end rejected; every member's
-    outcome is the group's size."""
+    outcome is the group's size. A state without a group key moves on, not grouped (outcome None)."""
 
     def __init__(self, specs, shards: int, index: int):
         super().__init__(specs, shards)
@@ -365,9 +366,16 @@ class _GroupDecideDoFn(_RoutingDoFn):
 
     def process(self, element):
         i, groups = self.index, {}
+        router = self.router
         for state in packed.records_of(element[1]):
-            groups.setdefault(state[2][i][0], []).append(state)
-        router, why = self.router, self.router.duplicate[i]
+            key = state[2][i][0]
+            if key is None:
+                state[1].append(None)
+                state[2][i] = None
+                yield from _emit(router.advance(state))
+            else:
+                groups.setdefault(key, []).append(state)
+        why = router.duplicate[i]
         for members in groups.values():
             best_index, best_priority = 0, members[0][2][i][1]
             for m, state in enumerate(members):
@@ -475,9 +483,13 @@ class _ApplyDoFn(beam.DoFn):
 
     def process(self, element):
         grouped = element[1]
+        for dead in grouped.get(DEAD_TAG, ()):  # counted where they were found (Prepare)
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, dead)
         fates: Dict[bytes, List] = {}
-        for token, outcomes, reject, why in packed.records_of(grouped[FATES_TAG]):
-            fates.setdefault(token, []).append((outcomes, reject, why))
+        for tag, batches in grouped.items():
+            if tag.startswith(FATES_TAG):
+                for token, outcomes, reject, why in packed.records_of(batches):
+                    fates.setdefault(token, []).append((outcomes, reject, why))
         if CARRY_TAG in grouped:  # the last stage is MinHash: its waiting states and decisions
             last, decisions = len(self.kinds) - 1, _decisions_of(grouped[DECISIONS_TAG])
             for carried in packed.records_of(grouped[CARRY_TAG]):
@@ -531,9 +543,9 @@ class FusedDedup(beam.PTransform):
                 upstream.setdefault(tag, []).append(result[tag])
 
         prepared = docs | "Prepare" >> beam.ParDo(_PrepareDoFn(specs, shards, self.counters)).with_outputs(
-            REJECTED_TAG, DOCS_TAG, *_outputs_from(specs, 0))
+            DEAD_TAG, DOCS_TAG, *_outputs_from(specs, 0))
         collect(prepared, 0)
-        final = {DOCS_TAG: prepared[DOCS_TAG]}
+        final = {DOCS_TAG: prepared[DOCS_TAG], DEAD_TAG: prepared[DEAD_TAG]}
         for i, spec in enumerate(specs):
             name = spec.name
             if spec.kind == "group":
@@ -551,9 +563,10 @@ class FusedDedup(beam.PTransform):
                              | f"{name}:Join" >> beam.CoGroupByKey()
                              | f"{name}:Continue" >> beam.ParDo(_ContinueDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
                 collect(continued, i + 1)
-        final[FATES_TAG] = _flatten(upstream[FATES_TAG], "GatherFates")
+        # every stage's fates go to the join as their own input: its one Flatten gathers them (no Flatten of
+        # their own, which the in-process runner would run as one more stage)
+        final.update({_tag(FATES_TAG, j): fates for j, fates in enumerate(upstream[FATES_TAG])})
         applied = (final
                    | "JoinDocuments" >> beam.CoGroupByKey()
                    | "Apply" >> beam.ParDo(_ApplyDoFn(specs, self.counters)).with_outputs(REJECTED_TAG, main="kept"))
-        rejected = (applied[REJECTED_TAG], prepared[REJECTED_TAG]) | "FlattenRejected" >> beam.Flatten()
-        return applied.kept, rejected
+        return applied.kept, applied[REJECTED_TAG]

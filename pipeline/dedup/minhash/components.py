@@ -21,12 +21,15 @@ into one numpy batch, and a step costs a sort per shard instead of Python work p
 rounds the active edges are kept as directed pairs in both directions, sharded by source.
 
 A Beam graph is static, so ``max_rounds`` rounds are unrolled. Each Large-Star step counts the
-violating nodes of its input (free: it already groups each node's neighbours). The count of round k
-is a side input of the router before round k + 2 (a sum without a default: no violating node gives no
-count, read as the side input's default 0, which saves the stages that would inject one in every round):
-once it is 0 the edges are already stars and are routed around all remaining rounds (their GroupByKeys
-then see no data), so the rounds after
-convergence cost next to nothing. A final labelling step checks the result once more: if nodes still
+violating nodes of its input (free: it already groups each node's neighbours) and sends the count, as
+one more group (key ``COUNT_KEY``, never a shard), through the Small-Star shuffle that follows it, whose
+step sums that group: so a round is two runner stages (the two steps; the router runs fused with the
+Small-Star step before it), with no global combine of its own. The count of round k is a side input of the router before round k + 2 (no
+violating node gives no count, read as the side input's default 0): once it is 0 the edges were already
+stars before round k, and stars stay the same stars under both steps, so they are routed around all
+remaining rounds (their GroupByKeys then see no data); the rounds after convergence cost next to nothing
+but their (empty) runner stages, and a round whose count is still being computed runs on stars to the
+same stars. A final labelling step checks the result once more: if nodes still
 violate, the transform fails loudly (``on_unconverged="fail"``, the default) or, with
 ``"continue"``, labels each unconverged node with the minimum of its neighbourhood: every group is
 then still connected (a correct but incomplete dedup: fewer duplicates removed).
@@ -54,6 +57,7 @@ from pipeline.dedup.minhash.graph import EDGE_COLUMNS
 
 VIOLATIONS_TAG = "violations"
 DONE_TAG = "done"
+COUNT_KEY = -1  # the group of the Small-Star shuffle that carries Large-Star's violation counts (shards are >= 0)
 _PACK_EDGES = 65536  # plain edges per packed batch in ConnectedComponents
 
 
@@ -91,17 +95,36 @@ class _DirectedDoFn(_ShardedEdgesDoFn):
 
 
 class _LargeStarDoFn(_ShardedEdgesDoFn):
-    """(shard, directed pairs) -> Large-Star edges (v, m) sharded by v; violating nodes to ``violations``."""
+    """(shard, directed pairs) -> Large-Star edges (v, m) sharded by v; the number of violating nodes (when
+    not 0) as ``(COUNT_KEY, count)``, in the same output (the Small-Star step sums them)."""
 
     def process(self, element):
         edges, violations = graph.large_star(*packed.unpack_columns(element[1], EDGE_COLUMNS))
         if violations:
-            yield beam.pvalue.TaggedOutput(VIOLATIONS_TAG, violations)
+            yield COUNT_KEY, violations
         yield from self.out.add(edges)
 
 
 class _SmallStarDoFn(_ShardedEdgesDoFn):
-    """(shard, edges (u, w), u > w) -> Small-Star edges as directed pairs, both directions, sharded by source."""
+    """(shard, edges (u, w), u > w) -> Small-Star edges as directed pairs, both directions, sharded by source;
+    the ``COUNT_KEY`` group (the Large-Star step's violation counts) -> their sum to ``violations`` (and the
+    round counted in ``<name>|cc_rounds_needed``)."""
+
+    def __init__(self, shards: int, name: str):
+        super().__init__(shards)
+        self.name = name
+
+    def setup(self):
+        self.rounds = Metrics.counter(METRICS_NAMESPACE, f"{self.name}|cc_rounds_needed")
+
+    def process(self, element):
+        if element[0] == COUNT_KEY:
+            violations = sum(element[1])
+            if violations > 0:
+                self.rounds.inc()
+            yield beam.pvalue.TaggedOutput(VIOLATIONS_TAG, violations)
+            return
+        yield from super().process(element)
 
     def step(self, columns):
         return graph.both_directions(*graph.small_star(*columns))
@@ -115,19 +138,6 @@ class _RouteDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DONE_TAG, edge)
         else:
             yield edge
-
-
-class _RecordRound(beam.DoFn):
-    def __init__(self, name: str):
-        self.name = name
-
-    def setup(self):
-        self.rounds = Metrics.counter(METRICS_NAMESPACE, f"{self.name}|cc_rounds_needed")
-
-    def process(self, violations):
-        if violations > 0:
-            self.rounds.inc()
-        yield violations
 
 
 class _LabelDoFn(beam.DoFn):
@@ -169,30 +179,26 @@ class PackedConnectedComponents(beam.PTransform):
     def expand(self, edges):
         active = edges | "Directed" >> beam.ParDo(_DirectedDoFn(self.shards))
         done = []
-        previous = None  # violations of the input of the previous round's Large-Star
+        counts = []  # per round: the violating nodes of its Large-Star step's input (no element: none)
         for k in range(1, self.max_rounds + 1):
-            if previous is not None:
-                # no count (no Large-Star step saw a violating node): 0, the AsSingleton default
-                routed = active | f"Route{k}" >> beam.ParDo(_RouteDoFn(), beam.pvalue.AsSingleton(previous, default_value=0)).with_outputs(
+            if k >= 3:
+                # round k - 2's count: it comes out of an earlier runner stage than the edges routed here (round
+                # k - 1's, whose Small-Star step emits the count of round k - 1), so the router stays fused with
+                # that step; no count (no violating node): 0, the AsSingleton default
+                routed = active | f"Route{k}" >> beam.ParDo(_RouteDoFn(), beam.pvalue.AsSingleton(counts[k - 3], default_value=0)).with_outputs(
                     DONE_TAG, main="active"
                 )
                 done.append(routed[DONE_TAG])
                 active = routed.active
-            large = (
+            small = (
                 active
                 | f"LargeStar{k}:Group" >> beam.GroupByKey()
-                | f"LargeStar{k}" >> beam.ParDo(_LargeStarDoFn(self.shards)).with_outputs(VIOLATIONS_TAG, main="edges")
-            )
-            previous = (
-                large[VIOLATIONS_TAG]
-                | f"Violations{k}" >> beam.CombineGlobally(sum).without_defaults()
-                | f"RecordRound{k}" >> beam.ParDo(_RecordRound(self.metric_name))
-            )
-            active = (
-                large.edges
+                | f"LargeStar{k}" >> beam.ParDo(_LargeStarDoFn(self.shards))
                 | f"SmallStar{k}:Group" >> beam.GroupByKey()
-                | f"SmallStar{k}" >> beam.ParDo(_SmallStarDoFn(self.shards))
+                | f"SmallStar{k}" >> beam.ParDo(_SmallStarDoFn(self.shards, self.metric_name)).with_outputs(VIOLATIONS_TAG, main="edges")
             )
+            counts.append(small[VIOLATIONS_TAG])
+            active = small.edges
         final = (*done, active) | "FinalEdges" >> beam.Flatten()
         return (
             final
