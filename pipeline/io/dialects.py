@@ -9,7 +9,7 @@ and ``find_next_start(buf, start)`` (the next place a record header may begin).
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 from pipeline.io.contract import FILL
 
@@ -19,11 +19,44 @@ HEADER_LIMIT = 1 << 20  # a record header longer than this is junk
 BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
+def find_blank_line(buf, start: int, end: int) -> Optional[Tuple[int, int]]:
+    """(start, end) of the first ``BLANK_LINE`` match inside ``buf[start:end]``, or None.
+
+    The same span as ``BLANK_LINE.search(buf, start, end)``, found with two ``find`` calls (the regex scans
+    byte by byte: ~12 us for a 1.6 kB HTTP header). The match with the leftmost start is the one whose first
+    ``\n`` comes first (a match starts at that ``\n`` or at the ``\r`` just before it)."""
+    end = min(end, len(buf))
+    q = buf.find(b"\n\r\n", start, end)
+    q2 = buf.find(b"\n\n", start, end if q < 0 else q + 1)
+    if q2 >= 0:
+        q, after = q2, q2 + 2
+    elif q >= 0:
+        after = q + 3
+    else:
+        return None
+    return (q - 1 if q > start and buf[q - 1] == 13 else q), after
+
+
 def parse_fields(lines: Iterable[bytes]) -> Dict[str, str]:
     """'Name: value' lines -> {lower-case name: value}; first occurrence wins, folded lines joined."""
+    return parse_field_block(b"\n".join(lines))
+
+
+def parse_field_block(block: bytes) -> Dict[str, str]:
+    """``parse_fields`` of the lines of ``block`` (header lines separated by ``\n``, ``\r`` allowed)."""
+    text = block.decode("utf-8", "replace")
     fields: Dict[str, str] = {}
+    if "\n " not in text and "\n\t" not in text and text[:1] not in (" ", "\t"):
+        # no folded lines (the usual case): only lines with a colon matter, blank ones have none
+        for line in text.split("\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                key = name.strip().lower()
+                if key not in fields:
+                    fields[key] = value.strip()
+        return fields
     last: Optional[str] = None
-    for line in b"\n".join(lines).decode("utf-8", "replace").split("\n"):
+    for line in text.split("\n"):
         line = line.rstrip("\r")
         if not line.strip():
             continue
@@ -56,17 +89,19 @@ class _WarcDialect:
             return NEED
         if buf[:5] != b"WARC/":
             return BAD
-        m = BLANK_LINE.search(buf, 0, HEADER_LIMIT)
+        m = find_blank_line(buf, 0, HEADER_LIMIT)
         if m is None:
             return BAD if len(buf) >= HEADER_LIMIT else NEED
-        fields = parse_fields(bytes(buf[: m.start()]).split(b"\n")[1:])
+        head_end, body = m
+        first_nl = buf.find(b"\n", 0, head_end)  # the fields follow the WARC/x.y line
+        fields = parse_field_block(bytes(buf[first_nl + 1: head_end]) if first_nl >= 0 else b"")
         try:
             length = int(fields.get("content-length", "").strip())
         except ValueError:
             return BAD
         if length < 0:
             return BAD
-        return m.end(), fields, length
+        return body, fields, length
 
     @staticmethod
     def find_next_start(buf: bytearray, start: int) -> int:

@@ -14,7 +14,7 @@ import zlib
 from typing import Dict, Optional, Tuple
 
 from pipeline.io.contract import LEADING_FILL
-from pipeline.io.dialects import BLANK_LINE, parse_fields
+from pipeline.io.dialects import find_blank_line, parse_field_block
 from pipeline.io.gzip_members import GZIP_MAGIC, INFLATE_PIECE
 
 try:  # brotli comes with resiliparse (via FastWARC); without it, br bodies are left as they are
@@ -47,16 +47,18 @@ def parse_http(block: bytes) -> Optional[Tuple[Optional[int], Dict[str, str], in
     start = LEADING_FILL.match(block).end()
     if block[start: start + 5].upper() != b"HTTP/":
         return None
-    m = BLANK_LINE.search(block, start, start + _HTTP_HEADER_LIMIT)
+    m = find_blank_line(block, start, start + _HTTP_HEADER_LIMIT)
     if m is not None:
-        head_end, body = m.start(), m.end()
+        head_end, body = m
     elif len(block) - start <= _HTTP_HEADER_LIMIT:
         head_end = body = len(block)  # headers only, no payload
     else:
         return None
-    lines = block[start:head_end].split(b"\n")
-    sm = _STATUS.match(lines[0])
-    return (int(sm.group(1)) if sm else None), parse_fields(lines[1:]), body
+    first_nl = block.find(b"\n", start, head_end)  # the status line, then the fields
+    status_end = first_nl if first_nl >= 0 else head_end
+    sm = _STATUS.match(block, start, status_end)
+    fields = parse_field_block(block[first_nl + 1: head_end] if first_nl >= 0 else b"")
+    return (int(sm.group(1)) if sm else None), fields, body
 
 
 CHUNK_HEAD = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
