@@ -43,9 +43,11 @@ from __future__ import annotations
 
 import copy
 import importlib.abc
+import importlib.machinery
 import logging
 import os
 import sys
+import threading
 import types
 import weakref
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
@@ -58,13 +60,157 @@ _EMBEDDED_RUNNERS = ("", "FnApiRunner", "InProcess")
 _CLIENTS = ("google.cloud.storage", "google.cloud.bigquery", "apitools", "oauth2client", "pymongo", "bson", "pandas")
 
 
+# Libraries Beam imports unguarded at start-up but calls only where a local run never goes (httplib2: the
+# HTTP client of the artifact stager, for remote runners): their modules are created at once and run their
+# code when anyone first touches them (``_DeferredModule``).
+DEFERRED_FOR_LOCAL_RUNS = ("httplib2",)
+
+
 class _ReportMissing(importlib.abc.MetaPathFinder):
-    """Reports the skipped libraries as not installed while Beam is imported."""
+    """Reports the skipped libraries as not installed while Beam is imported, and defers the deferred ones."""
 
     def find_spec(self, name, path=None, target=None):
         if any(name == s or name.startswith(s + ".") for s in SKIPPED_FOR_LOCAL_RUNS):
             raise ModuleNotFoundError(f"No module named {name!r} (not loaded for a local run)", name=name)
+        if name in DEFERRED_FOR_LOCAL_RUNS:
+            return _deferred_spec(self, name, path, target)
         return None
+
+
+# ---- modules whose code runs on first use -------------------------------------------------------------------
+
+_REALIZE_LOCK = threading.RLock()
+
+
+class _DeferredModule(types.ModuleType):
+    """A module created by the import system whose code has not run yet: the first attribute access (by
+    anyone, a later ``import`` statement included) runs it, and from then on it is a plain module, the one
+    object in ``sys.modules``. Only ``vars(module)`` does not run it: it is the namespace the code will fill
+    (objsize, which Beam's state cache uses on every bundle, collects every module's namespace to leave
+    them out of its sizes)."""
+
+    def __getattribute__(self, attr):
+        if attr == "__dict__":
+            return object.__getattribute__(self, attr)
+        _realize(self)
+        return getattr(self, attr)
+
+    def __setattr__(self, attr, value):
+        _realize(self)
+        setattr(self, attr, value)
+
+    def __delattr__(self, attr):
+        _realize(self)
+        delattr(self, attr)
+
+
+def _realize(module: types.ModuleType) -> None:
+    """Run a deferred module's code now (once, whichever thread asks first)."""
+    with _REALIZE_LOCK:
+        if type(module) is not _DeferredModule:
+            return  # realized meanwhile by another thread
+        namespace = object.__getattribute__(module, "__dict__")
+        loader = namespace.pop("__deferred_loader__")
+        object.__setattr__(module, "__class__", types.ModuleType)
+        try:
+            loader.exec_module(module)
+        except BaseException:
+            if sys.modules.get(namespace.get("__name__")) is module:
+                del sys.modules[namespace["__name__"]]  # as a failed import leaves it
+            raise
+
+
+class _DeferringLoader(importlib.abc.Loader):
+    """Creates the module as its own loader would and leaves running its code to the first access."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return None  # the default module (a source module's loader creates none of its own)
+
+    def exec_module(self, module):
+        namespace = module.__dict__
+        namespace["__loader__"] = self.loader
+        if namespace.get("__spec__") is not None:
+            namespace["__spec__"].loader = self.loader
+        namespace["__deferred_loader__"] = self.loader
+        module.__class__ = _DeferredModule
+
+
+def _deferred_spec(finder, name, path, target):
+    """The spec the other finders give ``name``, its source loader wrapped in a ``_DeferringLoader`` (None, for
+    the import system to carry on, when no finder knows it or it is not plain Python source)."""
+    for other in sys.meta_path:
+        find = getattr(other, "find_spec", None) if other is not finder else None
+        spec = find(name, path, target) if find is not None else None
+        if spec is not None:
+            break
+    else:
+        return None
+    if type(spec.loader) is not importlib.machinery.SourceFileLoader:
+        return spec
+    spec.loader = _DeferringLoader(spec.loader)
+    return spec
+
+
+# ---- beartype: Beam's type-consistency check takes two names from it at import ------------------------------
+
+# ``apache_beam.typehints.typehints`` does ``from beartype.door import is_subhint`` and ``from beartype.roar
+# import BeartypeDoorException`` (beartype's import is ~0.06 s) and uses them only in ``is_consistent_with``, for
+# two plain classes, which a graph of this project's untyped DoFns does not reach. While Beam is imported,
+# ``beartype.door`` and ``beartype.roar`` are stand-ins holding a forwarder and a placeholder; the first call
+# imports beartype and puts its real function and exception class into Beam's module before calling it, so
+# the ``except BeartypeDoorException`` around that call (evaluated only once it raised) sees the real class.
+_BEARTYPE_STAND_INS = ("beartype.door", "beartype.roar")
+
+
+class _BeartypeNotImportedYet(Exception):
+    """Placeholder for beartype's ``BeartypeDoorException`` until beartype is imported (never raised)."""
+
+
+class _StandIn(types.ModuleType):
+    """A stand-in module; any name it lacks comes from the real module (imported then, the stand-ins dropped)."""
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        _drop_beartype_stand_ins()
+        import importlib
+
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _is_subhint_on_first_use(sub, base):
+    """Beam's ``is_subhint`` until first called: imports beartype, installs its two names in Beam's module."""
+    from beartype.door import is_subhint
+    from beartype.roar import BeartypeDoorException
+
+    typehints = sys.modules["apache_beam.typehints.typehints"]
+    typehints.BeartypeDoorException = BeartypeDoorException
+    typehints.is_subhint = is_subhint
+    return is_subhint(sub, base)
+
+
+def _install_beartype_stand_ins() -> bool:
+    """Put the stand-ins into ``sys.modules`` unless beartype is imported already (or not installed)."""
+    import importlib.util
+
+    if "beartype" in sys.modules or any(n in sys.modules for n in _BEARTYPE_STAND_INS):
+        return False
+    if importlib.util.find_spec("beartype") is None:
+        return False  # Beam's import fails as it would without the stand-ins
+    door, roar = _StandIn("beartype.door"), _StandIn("beartype.roar")
+    door.is_subhint = _is_subhint_on_first_use
+    roar.BeartypeDoorException = _BeartypeNotImportedYet
+    sys.modules.update({"beartype.door": door, "beartype.roar": roar})
+    return True
+
+
+def _drop_beartype_stand_ins() -> None:
+    for name in _BEARTYPE_STAND_INS:
+        if isinstance(sys.modules.get(name), _StandIn):
+            del sys.modules[name]
 
 
 def is_local_run(paths: Iterable[str], beam_args: Sequence[str]) -> bool:
@@ -95,12 +241,14 @@ def import_beam_for_local_run(paths: Iterable[str], beam_args: Sequence[str]) ->
         return False  # already loaded by someone else: nothing to save, and Beam should see them
     finder = _ReportMissing()
     sys.meta_path.insert(0, finder)
+    _install_beartype_stand_ins()
     try:
         import apache_beam  # noqa: F401
 
         pandas_off = _probe_pyarrow_pandas()
     finally:
         sys.meta_path.remove(finder)
+        _drop_beartype_stand_ins()
     if pandas_off:
         sys.meta_path.insert(0, _PandasImportWatcher())
     return True

@@ -169,13 +169,26 @@ def _parse_stage_entry(entry: Any, where: str):
     raise ConfigError(f"{where}: each stage must be a name or a one-key mapping 'name: {{params}}', got {entry!r}")
 
 
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's parser when PyYAML has it (~6x faster; the same safe constructor and
+    resolver build the values); a document libyaml refuses is parsed again by the pure-Python parser, so
+    errors read as before."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.load(text, Loader=fast)  # noqa: S506 - CSafeLoader is the safe loader
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_load(text)
+
+
 def load_config(path: Optional[os.PathLike | str] = None) -> Dict[str, Any]:
     """Read and parse the YAML file (safely); return its top-level mapping."""
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("pipelines"), Mapping):
@@ -210,9 +223,8 @@ def get_pipeline(
     name: str, path: Optional[os.PathLike | str] = None, overrides: Sequence[str] = ()
 ) -> PipelineSpec:
     """Load pipeline ``name`` from the config file, apply ``--set`` overrides, validate everything."""
-    from pipeline.stages import load_all
+    from pipeline.stages import load_named
 
-    registry = load_all()
     config = load_config(path)
     cfg_path = config["path"]
     pipelines = config["pipelines"]
@@ -249,6 +261,7 @@ def get_pipeline(
             params_by_stage[stage] = {}
         params_by_stage[stage][key] = value
 
+    registry = load_named(names)  # only the stage modules this pipeline uses (all of them for an unknown name)
     specs = []
     for stage_name in names:
         where = f"{where_p}, stage '{stage_name}'"

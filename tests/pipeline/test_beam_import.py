@@ -209,8 +209,11 @@ def test_local_runs_only():
 
 _GRAPH = """
     import sys, hashlib
-    from pipeline.beam_import import import_beam_for_local_run
-    import_beam_for_local_run(["/tmp/x"], [])
+    if PLAIN:
+        import apache_beam  # Beam's own import: every client, beartype and httplib2 loaded as Beam loads them
+    else:
+        from pipeline.beam_import import import_beam_for_local_run
+        assert import_beam_for_local_run(["/tmp/x"], [])
     from pipeline import beam_import, runtime
     if PLAIN:
         beam_import._installed = True  # Beam without the shortcuts
@@ -283,3 +286,74 @@ def test_runs_write_the_same_bytes_as_before_the_shortcuts(pipeline, shared_data
     for name in before[0]:  # shards, rejected shards, manifest.json, funnel.png
         assert before[0][name] == now[0][name], name
     assert before[1] == now[1] and now[1]["output_documents"] > 0  # report.json but for the seconds it took
+
+
+# ---- libraries Beam imports but a local run never calls ----------------------------------------------------
+
+_DEFERRED = """
+    import sys, json
+    from pipeline.beam_import import import_beam_for_local_run
+    assert import_beam_for_local_run(["/tmp/x"], [])
+    from pipeline import beam_import
+    deferred = type(sys.modules["httplib2"]) is beam_import._DeferredModule
+    namespace_before = len(vars(sys.modules["httplib2"]))  # objsize reads namespaces: that runs nothing
+    still_deferred = type(sys.modules["httplib2"]) is beam_import._DeferredModule
+    from apache_beam.internal import http_client
+    http = http_client.get_new_http()  # Beam's own use: the module runs now, once, as the one object
+    import httplib2
+    print(json.dumps([deferred, still_deferred, namespace_before < 10, type(httplib2).__name__,
+                      type(http).__name__, httplib2 is sys.modules["httplib2"], type(httplib2.__spec__.loader).__name__,
+                      hasattr(httplib2, "ProxyInfo"), "pyparsing" in sys.modules]))
+"""
+
+
+def test_httplib2_runs_on_first_use_and_is_then_the_plain_module():
+    deferred, still, small, kind, http, same, loader, has, pyparsing = json.loads(_python(_DEFERRED))
+    assert deferred and still and small
+    assert (kind, http, same, loader, has, pyparsing) == ("module", "Http", True, "SourceFileLoader", True, True)
+
+
+def test_a_deferred_module_that_fails_is_gone_like_a_failed_import(tmp_path, monkeypatch):
+    (tmp_path / "wr_broken_lib.py").write_text("X = 1\nraise RuntimeError('broken at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(beam_import, "DEFERRED_FOR_LOCAL_RUNS", ("wr_broken_lib",))
+    finder = beam_import._ReportMissing()
+    sys.meta_path.insert(0, finder)
+    try:
+        import wr_broken_lib  # noqa: F401  (deferred: nothing ran yet)
+    finally:
+        sys.meta_path.remove(finder)
+    module = sys.modules["wr_broken_lib"]
+    assert type(module) is beam_import._DeferredModule
+    with pytest.raises(RuntimeError, match="broken at import"):
+        module.X  # noqa: B018
+    assert "wr_broken_lib" not in sys.modules
+
+
+_BEARTYPE = """
+    import sys, json, typing
+    LOCAL = {local}
+    if LOCAL:
+        from pipeline.beam_import import import_beam_for_local_run
+        assert import_beam_for_local_run(["/tmp/x"], [])
+    else:
+        import apache_beam
+    from apache_beam.typehints import typehints as th
+    before = "beartype" in sys.modules
+    stand_ins_gone = not any(type(m).__name__ == "_StandIn" for m in list(sys.modules.values()))
+    class A: pass
+    class B(A): pass
+    pairs = [(int, object), (str, int), (B, A), (A, B), (bool, int), (type(None), int), (list, typing.Iterable),
+             (bytes, str), (dict, typing.Mapping), (int, typing.Callable)]
+    answers = [th.is_consistent_with(a, b, use_beartype=True) for a, b in pairs]
+    print(json.dumps([before, stand_ins_gone, answers, th.is_subhint.__module__, th.BeartypeDoorException.__module__]))
+"""
+
+
+def test_beartype_is_imported_on_beams_first_consistency_check_with_the_same_answers():
+    local = json.loads(_python(_BEARTYPE.format(local=True)))
+    plain = json.loads(_python(_BEARTYPE.format(local=False)))
+    assert local[0] is False and plain[0] is True  # a local run imports beartype only when Beam first needs it
+    assert local[1] and plain[1]
+    assert local[2] == plain[2] and True in local[2] and False in local[2]
+    assert local[3:] == plain[3:]  # Beam's module then holds beartype's own function and exception class
