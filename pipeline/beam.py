@@ -87,6 +87,28 @@ class _Counters:
             if c is not None:
                 (c.inc_in if what == "in" else c.inc_kept if what == "kept" else c.rejected(reason)).inc()
 
+    def count_outcomes(self, outcomes: Sequence[Tuple[Any, Optional[str]]]) -> None:
+        """Count a batch of (document, reason or None) as ``count`` would one by one (in, then kept or
+        rejected|reason; per source too), with one counter update per counter instead of one per document."""
+        tallies: Dict[Any, list] = {}
+        for doc, why in outcomes:
+            for c in (self, self.for_doc(doc)):
+                if c is not None:
+                    t = tallies.get(c)
+                    if t is None:
+                        t = tallies[c] = [0, 0, {}]
+                    t[0] += 1
+                    if why:
+                        t[2][why] = t[2].get(why, 0) + 1
+                    else:
+                        t[1] += 1
+        for c, (n_in, n_kept, reasons) in tallies.items():
+            c.inc_in.inc(n_in)
+            if n_kept:
+                c.inc_kept.inc(n_kept)
+            for why, n in reasons.items():
+                c.rejected(why).inc(n)
+
 
 def _strip_transport(doc: Document) -> Document:
     doc.pop("html", None)
@@ -206,16 +228,15 @@ class ApplyStagesDoFn(beam.DoFn):
             return WindowedValue(value, where[0], (where[1],)) if windowed else value
 
         for stage, counters in zip(self.stages, self.counters):
-            survivors = []
+            survivors, outcomes = [], []
             for doc, where in batch:
-                counters.count(doc, "in")
                 doc, why = apply_stage(stage, doc)
+                outcomes.append((doc, why))
                 if why:
-                    counters.count(doc, "rejected", why)
                     yield beam.pvalue.TaggedOutput(REJECTED_TAG, out((_strip_transport(doc), why), where))
                 else:
-                    counters.count(doc, "kept")
                     survivors.append((doc, where))
+            counters.count_outcomes(outcomes)  # once per stage and batch: Beam's counter updates cost ~2 us each
             batch = survivors
         for doc, where in batch:
             yield out(doc, where)
