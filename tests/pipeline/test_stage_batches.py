@@ -15,7 +15,7 @@ from pipeline import beam as pbeam
 from pipeline import runtime
 from pipeline.document import make_document
 from pipeline.paths import require_shared
-from pipeline.stages.base import run_stages
+from pipeline.stages.base import apply_stage, run_stages
 from pipeline.stages.gopher_quality import GopherQuality
 from pipeline.stages.gopher_repetition import GopherRepetition
 
@@ -80,3 +80,31 @@ def test_process_outside_a_bundle_runs_one_document_through_every_stage():
             assert isinstance(outs[0], beam.pvalue.TaggedOutput) and outs[0].value == (want, why)
         else:
             assert outs[0] == want
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_counters_per_stage_reason_and_source_match_the_plain_loop(monkeypatch, batch):
+    """The fused DoFn counts a batch at once (``_Counters.count_outcomes``): every in / kept / rejected|reason
+    counter, in total and per named source, is what counting each document in the plain loop gives."""
+    import collections
+
+    docs = _docs(40)
+    for i, d in enumerate(docs):
+        d[pbeam.SOURCE_FIELD] = "even" if i % 2 == 0 else "odd"
+    want = collections.Counter()
+    alive = [dict(d) for d in docs]
+    for stage in _stages():
+        stage.setup()
+        nxt = []
+        for doc in alive:
+            src = doc[pbeam.SOURCE_FIELD]
+            doc, why = apply_stage(stage, doc)
+            for prefix in ("", f"{pbeam.SOURCE_COUNTER_PREFIX}{src}|"):
+                want[f"{prefix}{stage.name}|in"] += 1
+                want[f"{prefix}{stage.name}|" + (f"rejected|{why}" if why else "kept")] += 1
+            if not why:
+                nxt.append(doc)
+        alive = nxt
+    _, rejected, result = _run(docs, monkeypatch, batch)
+    assert len({why for _, why in rejected}) >= 3  # several reasons, both stages
+    assert pbeam.query_counters(result) == dict(want)
