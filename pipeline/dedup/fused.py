@@ -207,15 +207,15 @@ class _Router:
         self.duplicate = [reason(name, "duplicate") for name in self.names]
 
     def start_bundle(self):
-        self.batches: Dict[str, packed.RecordBatches] = {}
+        self.batches: Dict[str, packed.ObjectBatches] = {}
         self.nodes: Dict[int, List] = {i: [] for i in self.no_shingles}
         self.hashes: Dict[int, List] = {i: [] for i in self.no_shingles}
 
     def _add(self, tag: str, shard: int, record):
         out = self.batches.get(tag)
         if out is None:
-            out = self.batches[tag] = packed.RecordBatches()
-        full = out.add(shard, packed.pack_record(record))
+            out = self.batches[tag] = packed.ObjectBatches()
+        full = out.add(shard, record)
         if full:
             yield tag, full
 
