@@ -14,10 +14,14 @@ is the steadier figure). Pieces:
   the first record), with Beam as it is (``WEBREFINERY_BEAM_SHORTCUTS=0``) and with the shortcuts of
   ``pipeline.beam_import.speed_up_graph_construction`` (signature memo, option-view cache, IPython probe);
 - ``funnel.png``: matplotlib's renderer (import + draw, the one before the Pillow change) and the Pillow
-  renderer (``pipeline.report.draw_funnel``);
-- the whole one-record run (``refinery run PIPELINE --limit 1``) for each ``--pipelines`` entry: on a
-  ``git worktree`` of ``--base`` (default: the commit before the graph-construction shortcuts), created under
-  /tmp by this script and removed afterwards; on this tree with the shortcuts off; on this tree.
+  renderer (``pipeline.report.draw_funnel``: drawn at its size, written by ``png_bytes``);
+- two libraries Beam imports that a local run now imports only on first use (beartype, httplib2) and ftfy,
+  which the normalize stage imports for the first text that needs it;
+- the whole one-record run (``refinery run PIPELINE --limit 1``, with ``--set`` overrides; rw_filtered with
+  ``extract.extractor=webrefinery`` by default) for each ``--pipelines`` entry: on a ``git worktree`` of
+  ``--base`` (default: the commit before the graph-construction shortcuts), created under /tmp by this script
+  and removed afterwards; on this tree with the shortcuts off; on this tree called as a library
+  (``main(argv)``: the garbage collector left as it is); on this tree.
 
     .venv/bin/python bench/bench_startup.py --rounds 3            # rw_filtered and refinedweb_fast
     .venv/bin/python bench/bench_startup.py --rounds 3 --no-base  # this tree only
@@ -61,6 +65,12 @@ ax.set_ylabel('% of input kept after stage'); ax.set_ylim(0, 110); ax.set_title(
 ax.legend(fontsize=8, loc='upper right'); ax.grid(axis='y', alpha=0.3); fig.tight_layout()
 fig.savefig(io.BytesIO(), format='png')
 """
+# Imported by a local run only when first used (beam_import.py; the normalize stage for ftfy).
+IMPORTS_ON_FIRST_USE = (
+    ("import beartype.door (local run: on first use)", "import beartype.door"),
+    ("import httplib2 (local run: on first use)", "import httplib2"),
+    ("import ftfy (normalize: on first mojibake)", "import ftfy"),
+)
 PILLOW_FUNNEL = FUNNEL_REPORT + """
 import tempfile, os
 from pipeline.report import draw_funnel
@@ -92,15 +102,15 @@ PIECES: List[Tuple[str, str, Dict[str, str]]] = [
     ("import pipeline.run (config, stages, readers)", "import pipeline.run", {}),
     ("import trafilatura", "import trafilatura", {}),
     ("import resiliparse (html + extract)", "import resiliparse.parse.html, resiliparse.extract.html2text", {}),
-    ("import ftfy", "import ftfy", {}),
     ("import pyarrow", "import pyarrow", {}),
     ("import pandas (no longer imported by a local run)", "import pandas", {}),
     ("import IPython (no longer imported by a local run)", "import IPython", {}),
+    *[(label, code, {}) for label, code in IMPORTS_ON_FIRST_USE],
     ("langid setup (fastText + lid.176 model)", LANGID_MODEL, {}),
     ("refinedweb_fast graph + proto, Beam as it is", GRAPH, SHORTCUTS_OFF),
     ("refinedweb_fast graph + proto, shortcuts", GRAPH, {}),
     ("funnel.png, matplotlib (before)", MATPLOTLIB_FUNNEL, {}),
-    ("funnel.png, Pillow (now)", PILLOW_FUNNEL, {}),
+    ("funnel.png, Pillow at its size + png_bytes (now)", PILLOW_FUNNEL, {}),
 ]
 
 
@@ -134,9 +144,16 @@ def env_for(tree: Path, extra: Optional[Dict[str, str]] = None) -> Dict[str, str
     return env
 
 
-def run_cmd(pipeline: str, data: Path, out: Path) -> List[str]:
-    return [sys.executable, "-m", "pipeline.cli", "run", pipeline, "--input", str(data / ONE_PAGE),
-            "--output", str(out), "--limit", "1", "--force"]
+# --set overrides of the one-record runs per pipeline (the fast extractor, as bench_datatrove.py runs it)
+DEFAULT_SETS = {"rw_filtered": ["extract.extractor=webrefinery"]}
+AS_LIBRARY = "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run_cmd(pipeline: str, data: Path, out: Path, sets: Sequence[str] = (), as_library: bool = False) -> List[str]:
+    """``refinery run`` as the program (``python -m pipeline.cli``) or as a library call (``main(argv)``)."""
+    head = [sys.executable, "-c", AS_LIBRARY] if as_library else [sys.executable, "-m", "pipeline.cli"]
+    return [*head, "run", pipeline, "--input", str(data / ONE_PAGE), "--output", str(out), "--limit", "1",
+            "--force", *[a for s in sets for a in ("--set", s)]]
 
 
 def default_base() -> str:
@@ -161,6 +178,9 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="+", default=["rw_filtered", "refinedweb_fast"])
     ap.add_argument("--base", default=None, help="git revision to compare the one-record run against")
     ap.add_argument("--no-base", action="store_true", help="measure this tree only")
+    ap.add_argument("--set", dest="sets", action="append", default=None, metavar="STAGE.KEY=VALUE",
+                    help="override for every one-record run (default: rw_filtered with extract.extractor=webrefinery)")
+    ap.add_argument("--no-pieces", action="store_true", help="only the one-record runs")
     args = ap.parse_args()
 
     env = env_for(REPO)
@@ -170,7 +190,7 @@ def main() -> None:
     print(f"start-up pieces: fresh `python -c` each, {args.rounds} rounds, medians "
           f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"{'piece':48s} {'wall s':>8s} {'CPU s':>8s}")
-    for label, code, extra in PIECES:
+    for label, code, extra in ([] if args.no_pieces else PIECES):
         wall, cpu = median_of([sys.executable, "-c", code], REPO, env_for(REPO, extra), args.rounds)
         print(f"{label:48s} {wall:8.2f} {cpu:8.2f}", flush=True)
 
@@ -178,6 +198,7 @@ def main() -> None:
         ["git", "rev-parse", args.base or default_base()], cwd=REPO, capture_output=True, text=True,
         check=True).stdout.strip()
     trees: List[Tuple[str, Path, Dict[str, str]]] = [("this tree, shortcuts off", REPO, SHORTCUTS_OFF),
+                                                     ("this tree, library call", REPO, {}),
                                                      ("this tree", REPO, {})]
     worktree = None
     if base:
@@ -190,14 +211,23 @@ def main() -> None:
         print(f"{'pipeline':18s} {'tree':26s} {'wall s':>8s} {'CPU s':>8s}")
         results: Dict[Tuple[str, str], Tuple[float, float]] = {}
         for pipeline in args.pipelines:
+            sets = args.sets if args.sets is not None else DEFAULT_SETS.get(pipeline, [])
+            if sets:
+                print(f"{pipeline}: --set {' --set '.join(sets)}")
             for name, tree, extra in trees:
                 with tempfile.TemporaryDirectory() as out:
-                    results[pipeline, name] = median_of(run_cmd(pipeline, data, Path(out) / "run"), tree,
-                                                        env_for(tree, extra), args.rounds)
+                    cmd = run_cmd(pipeline, data, Path(out) / "run", sets, as_library=name.endswith("library call"))
+                    try:
+                        results[pipeline, name] = median_of(cmd, tree, env_for(tree, extra), args.rounds)
+                    except RuntimeError as exc:  # e.g. an older base without the --set value
+                        print(f"{pipeline:18s} {name:26s} failed: {str(exc).splitlines()[-1][:80]}", flush=True)
+                        continue
                 wall, cpu = results[pipeline, name]
                 print(f"{pipeline:18s} {name:26s} {wall:8.2f} {cpu:8.2f}", flush=True)
-            (bw, bc), (nw, nc) = results[pipeline, trees[0][0]], results[pipeline, trees[-1][0]]
-            print(f"{pipeline:18s} {'now / ' + trees[0][0][:20]:26s} {nw / bw:8.2f} {nc / bc:8.2f}")
+            first, last = (pipeline, trees[0][0]), (pipeline, trees[-1][0])
+            if first in results and last in results:
+                (bw, bc), (nw, nc) = results[first], results[last]
+                print(f"{pipeline:18s} {'now / ' + trees[0][0][:20]:26s} {nw / bw:8.2f} {nc / bc:8.2f}")
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True)

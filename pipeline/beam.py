@@ -288,26 +288,38 @@ def _with_reason(pair: Tuple[Document, str]) -> Document:
     return doc
 
 
-class WriteArrowShards(beam.PTransform):
-    """Write Documents as N deterministic Arrow shards; outputs one manifest entry per shard."""
+class WriteShardFiles(beam.PTransform):
+    """Write Documents as the non-empty ones of N deterministic Arrow shards; outputs one manifest entry per
+    shard written (``shard_io.complete_shard_set`` adds the empty ones)."""
 
     def __init__(self, out_dir: str, schema, num_shards: int, prefix: str = "part", compression: Optional[str] = "zstd"):
         super().__init__()
         self.out_dir, self.schema, self.num_shards = out_dir, schema, num_shards
         self.prefix, self.compression = prefix, compression
 
+    def shard_set(self) -> Tuple[Any, ...]:
+        """What ``shard_io.complete_shard_set`` needs after the entries: (folder, N, schema, prefix,
+        compression), plain values that a DoFn can carry without this transform."""
+        return self.out_dir, self.num_shards, self.schema, self.prefix, self.compression
+
     def expand(self, pcoll):
         n, out_dir, schema, prefix, comp = self.num_shards, self.out_dir, self.schema, self.prefix, self.compression
-        entries = (
+        return (
             pcoll
             | "KeyByShard" >> beam.Map(lambda d: (shard_io.shard_of(doc_key(d), n), d))
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.MapTuple(lambda i, rows: shard_io.write_shard(rows, out_dir, i, n, schema, prefix, compression=comp))
         )
+
+
+class WriteArrowShards(WriteShardFiles):
+    """Write Documents as N deterministic Arrow shards; outputs one element: the N manifest entries."""
+
+    def expand(self, pcoll):
         return (
-            entries
+            super().expand(pcoll)
             | "CollectEntries" >> beam.combiners.ToList()
-            | "CompleteShards" >> beam.Map(lambda es: shard_io.complete_shard_set(es, out_dir, n, schema, prefix, comp))
+            | "CompleteShards" >> beam.Map(shard_io.complete_shard_set, *self.shard_set())
         )
 
 
@@ -409,9 +421,7 @@ class RefineGraph(beam.PTransform):
             rejected.append(rej)
             if step.spread_after:
                 docs = docs | "SpreadDocs" >> beam.Reshuffle()
-        outputs = self._write(docs, rejected)
-        self._write_manifest(outputs)
-        return outputs
+        return self._write_manifest(pbegin, self._write(docs, rejected))
 
     def _read(self, pbegin):
         """PBegin -> (documents, read rejections); with --limit one DoFn reads the inputs in order."""
@@ -425,28 +435,42 @@ class RefineGraph(beam.PTransform):
         return read.docs, read[REJECTED_TAG]
 
     def _write(self, docs, rejected: List[Any]) -> Dict[str, Any]:
-        """Kept documents and (when configured) rejected rows as Arrow shards; {kind: manifest entries}."""
+        """Kept documents and (when configured) rejected rows as Arrow shards; {kind: (the entries of the shards
+        written, their WriteShardFiles)}."""
         spec = self.output_spec
         schema, rejected_schema = schemas_for(self.stages, named_sources=self.sources is not None)
         comp = None if spec.compression == "none" else spec.compression
-        outputs = {"documents": docs | "WriteDocuments" >> WriteArrowShards(fs.join(self.out_dir, "documents"), schema, spec.num_shards, compression=comp)}
+        writers = {"documents": WriteShardFiles(fs.join(self.out_dir, "documents"), schema, spec.num_shards, compression=comp)}
         flat = tuple(rejected) | "FlattenRejected" >> beam.Flatten()
         if spec.write_rejected:
-            outputs["rejected"] = (flat | "AddReason" >> beam.Map(_with_reason)
-                                   | "WriteRejected" >> WriteArrowShards(fs.join(self.out_dir, "rejected"), rejected_schema, spec.rejected_shards, compression=comp))
+            writers["rejected"] = WriteShardFiles(fs.join(self.out_dir, "rejected"), rejected_schema, spec.rejected_shards, compression=comp)
+            flat = flat | "AddReason" >> beam.Map(_with_reason)
         else:
             flat | "DropRejected" >> beam.Filter(lambda _: False)
-        return outputs
+        inputs = {"documents": docs, "rejected": flat}
+        return {kind: (inputs[kind] | f"Write{kind.capitalize()}" >> writer, writer) for kind, writer in writers.items()}
 
-    def _write_manifest(self, outputs: Dict[str, Any]) -> None:
+    def _write_manifest(self, pbegin, outputs: Dict[str, Any]) -> Dict[str, Any]:
+        """One step once every shard is written: the empty shards of each kind, then manifest.json; returns
+        {kind: PCollection of its one list of N manifest entries}.
+
+        The entries reach it as side inputs (a list per kind, [] when nothing was written) of a single
+        impulse, rather than through a ToList per kind and one for the manifest: the same files, the same
+        manifest, and 5 runner stages instead of 11 for a pipeline without dedup (start-up:
+        ``bench/bench_startup.py``)."""
         out_dir, run_info = self.out_dir, self.run_info
-        tagged = [entries | f"Tag[{kind}]" >> beam.Map(lambda es, kind=kind: (kind, es)) for kind, entries in outputs.items()]
-        (
-            tagged
-            | "FlattenManifest" >> beam.Flatten()
-            | "CollectManifest" >> beam.combiners.ToList()
-            | "WriteManifest" >> beam.Map(lambda kv: _finalize_manifest(dict(kv), out_dir, run_info))
-        )
+        kinds = list(outputs)
+        shard_sets = [outputs[k][1].shard_set() for k in kinds]
+
+        def finish(_, *entries):
+            complete = {kind: shard_io.complete_shard_set(list(es), *shard_set)
+                        for kind, shard_set, es in zip(kinds, shard_sets, entries)}
+            _finalize_manifest(complete, out_dir, run_info)
+            return complete
+
+        done = (pbegin | "Done" >> beam.Impulse()
+                | "WriteManifest" >> beam.Map(finish, *[beam.pvalue.AsList(outputs[k][0]) for k in kinds]))
+        return {kind: done | f"Entries[{kind}]" >> beam.Map(lambda c, kind=kind: c[kind]) for kind in kinds}
 
 
 GRAPH_LABEL = "Refine"

@@ -22,6 +22,13 @@ anything that really needs pandas (``to_pandas``, ``from_pandas``), and when any
 pyarrow's pandas support is switched back on at once (``tests/pipeline/test_beam_import.py`` compares both
 with Beam's plain import).
 
+Three more libraries that Beam imports unguarded are loaded by a local run only when first used (~0.1 s):
+``httplib2`` (the artifact stager's HTTP client, for remote runners) is created as a module whose code runs on
+its first attribute access (``DEFERRED_FOR_LOCAL_RUNS``); the two names Beam's type checks take from beartype
+and the ``Fernet`` class ``GroupByEncryptedKey`` takes from cryptography are forwarders that import the library
+and put its real names into Beam's module on their first call (``FIRST_USE_NAMES``). On the 4-archive job of
+``bench/bench_datatrove.py`` none of the three is ever loaded.
+
 ``speed_up_graph_construction()`` (``pipeline.runtime.make_options``/``new_pipeline`` call it) installs three
 in-process shortcuts into Beam, each returning exactly what Beam would compute, on every runner (the graph is
 built in this process whatever runs it; nothing here travels with the pickled job). ``WEBREFINERY_BEAM_SHORTCUTS=0``
@@ -154,63 +161,81 @@ def _deferred_spec(finder, name, path, target):
     return spec
 
 
-# ---- beartype: Beam's type-consistency check takes two names from it at import ------------------------------
+# ---- names Beam takes from a library at import but uses only in code a local run does not reach ------------
 
-# ``apache_beam.typehints.typehints`` does ``from beartype.door import is_subhint`` and ``from beartype.roar
-# import BeartypeDoorException`` (beartype's import is ~0.06 s) and uses them only in ``is_consistent_with``, for
-# two plain classes, which a graph of this project's untyped DoFns does not reach. While Beam is imported,
-# ``beartype.door`` and ``beartype.roar`` are stand-ins holding a forwarder and a placeholder; the first call
-# imports beartype and puts its real function and exception class into Beam's module before calling it, so
-# the ``except BeartypeDoorException`` around that call (evaluated only once it raised) sees the real class.
-_BEARTYPE_STAND_INS = ("beartype.door", "beartype.roar")
-
-
-class _BeartypeNotImportedYet(Exception):
-    """Placeholder for beartype's ``BeartypeDoorException`` until beartype is imported (never raised)."""
+# (Beam module, name, library module, kind). ``apache_beam.typehints.typehints`` does ``from beartype.door import
+# is_subhint`` and ``from beartype.roar import BeartypeDoorException`` (beartype's import is ~0.06 s) for
+# ``is_consistent_with`` on two plain classes, which graphs of this project's untyped DoFns do not reach;
+# ``apache_beam.transforms.util`` takes ``Fernet`` from cryptography (~0.01 s) for ``GroupByEncryptedKey``.
+# While Beam is imported, those library modules are stand-ins: a forwarder for each function or class, a
+# placeholder (never raised) for each exception class. The first call of a forwarder imports the libraries of
+# its Beam module and puts their real names into it before calling the real one, so an ``except
+# BeartypeDoorException`` around that call (evaluated only once the call raised) sees the real class.
+FIRST_USE_NAMES = (
+    ("apache_beam.typehints.typehints", "is_subhint", "beartype.door", "callable"),
+    ("apache_beam.typehints.typehints", "BeartypeDoorException", "beartype.roar", "exception"),
+    ("apache_beam.transforms.util", "Fernet", "cryptography.fernet", "callable"),
+)
 
 
 class _StandIn(types.ModuleType):
-    """A stand-in module; any name it lacks comes from the real module (imported then, the stand-ins dropped)."""
+    """A stand-in library module; any name it lacks comes from the real module (imported then, the stand-ins
+    dropped)."""
 
     def __getattr__(self, attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        _drop_beartype_stand_ins()
+        _drop_stand_ins()
         import importlib
 
         return getattr(importlib.import_module(self.__name__), attr)
 
 
-def _is_subhint_on_first_use(sub, base):
-    """Beam's ``is_subhint`` until first called: imports beartype, installs its two names in Beam's module."""
-    from beartype.door import is_subhint
-    from beartype.roar import BeartypeDoorException
+def _install_real_names(beam_module: str) -> types.ModuleType:
+    """Import the libraries behind ``beam_module``'s stand-in names and put their real names into it."""
+    import importlib
 
-    typehints = sys.modules["apache_beam.typehints.typehints"]
-    typehints.BeartypeDoorException = BeartypeDoorException
-    typehints.is_subhint = is_subhint
-    return is_subhint(sub, base)
+    module = sys.modules[beam_module]
+    for owner, name, library, _ in FIRST_USE_NAMES:
+        if owner == beam_module:
+            setattr(module, name, getattr(importlib.import_module(library), name))
+    return module
 
 
-def _install_beartype_stand_ins() -> bool:
-    """Put the stand-ins into ``sys.modules`` unless beartype is imported already (or not installed)."""
+def _forwarder(beam_module: str, name: str) -> Callable:
+    def on_first_use(*args, **kwargs):
+        return getattr(_install_real_names(beam_module), name)(*args, **kwargs)
+
+    on_first_use.__name__ = on_first_use.__qualname__ = name
+    on_first_use.__wrapped_beam__ = (beam_module, name)  # type: ignore[attr-defined]
+    return on_first_use
+
+
+def _install_stand_ins() -> bool:
+    """Put the stand-in library modules into ``sys.modules`` (none whose package is imported already or not
+    installed: Beam then imports the real one, or fails as it would)."""
     import importlib.util
 
-    if "beartype" in sys.modules or any(n in sys.modules for n in _BEARTYPE_STAND_INS):
-        return False
-    if importlib.util.find_spec("beartype") is None:
-        return False  # Beam's import fails as it would without the stand-ins
-    door, roar = _StandIn("beartype.door"), _StandIn("beartype.roar")
-    door.is_subhint = _is_subhint_on_first_use
-    roar.BeartypeDoorException = _BeartypeNotImportedYet
-    sys.modules.update({"beartype.door": door, "beartype.roar": roar})
-    return True
+    stand_ins: Dict[str, _StandIn] = {}
+    for owner, name, library, kind in FIRST_USE_NAMES:
+        top = library.split(".")[0]
+        if owner in sys.modules or top in sys.modules or library in sys.modules:
+            continue
+        if importlib.util.find_spec(top) is None:
+            continue
+        module = stand_ins.setdefault(library, _StandIn(library))
+        if kind == "exception":
+            setattr(module, name, type(name + "NotImportedYet", (Exception,), {"__module__": __name__}))
+        else:
+            setattr(module, name, _forwarder(owner, name))
+    sys.modules.update(stand_ins)
+    return bool(stand_ins)
 
 
-def _drop_beartype_stand_ins() -> None:
-    for name in _BEARTYPE_STAND_INS:
-        if isinstance(sys.modules.get(name), _StandIn):
-            del sys.modules[name]
+def _drop_stand_ins() -> None:
+    for _, _, library, _ in FIRST_USE_NAMES:
+        if isinstance(sys.modules.get(library), _StandIn):
+            del sys.modules[library]
 
 
 def is_local_run(paths: Iterable[str], beam_args: Sequence[str]) -> bool:
@@ -241,14 +266,14 @@ def import_beam_for_local_run(paths: Iterable[str], beam_args: Sequence[str]) ->
         return False  # already loaded by someone else: nothing to save, and Beam should see them
     finder = _ReportMissing()
     sys.meta_path.insert(0, finder)
-    _install_beartype_stand_ins()
+    _install_stand_ins()
     try:
         import apache_beam  # noqa: F401
 
         pandas_off = _probe_pyarrow_pandas()
     finally:
         sys.meta_path.remove(finder)
-        _drop_beartype_stand_ins()
+        _drop_stand_ins()
     if pandas_off:
         sys.meta_path.insert(0, _PandasImportWatcher())
     return True
