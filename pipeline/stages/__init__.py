@@ -21,7 +21,6 @@ import importlib
 import inspect
 import os
 import pkgutil
-import re
 
 from pipeline.stages.base import STAGES, CollectionStage, DocumentStage, ParamError, Param, Rule, Stage, register  # noqa: F401
 
@@ -63,14 +62,14 @@ def load_named(names) -> dict:
     them in a string literal; every stage module (``load_all``) when that does not register them all."""
     wanted = [n for n in dict.fromkeys(names) if n not in STAGES]
     if wanted:
-        literal = re.compile("|".join(rf"""(["']){re.escape(n)}\{i + 1}""" for i, n in enumerate(wanted)))
+        literals = [q + n + q for n in wanted for q in "\"'"]
         for name in stage_modules():
             try:
                 with open(_module_file(name), encoding="utf-8") as f:
                     source = f.read()
             except OSError:
                 return load_all()  # not a plain source file (a zip, a compiled build): import them all
-            if literal.search(source):
+            if any(literal in source for literal in literals):
                 _import_stage_module(name)
     if any(n not in STAGES for n in names):
         return load_all()
