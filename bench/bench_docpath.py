@@ -195,6 +195,28 @@ def langid_breakdown(stages, texts, rounds: int) -> dict:
     }
 
 
+# The CLI run as `python -m pipeline.cli` makes it (the same imports in the same order, main() as the whole program),
+# with pipeline.beam's STAGE_BATCH_DOCS set the moment the CLI imports it.
+_WITH_BATCH = """import importlib.abc, importlib.util, sys
+class SetBatch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "pipeline.beam":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            module.STAGE_BATCH_DOCS = {batch}
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, SetBatch())
+sys.argv = {argv!r}
+from pipeline.cli import main
+sys.exit(main())
+"""
+
+
 def whole_runs(trees: dict, rounds: int, core: int) -> dict:
     """Median wall and CPU (os.wait4, pinned to ``core``) of ``refinery run rw_filtered`` (resiliparse) per
     (tree, stage batch size or None for the tree's own), rounds interleaved; and whether all wrote the same
@@ -212,8 +234,7 @@ def whole_runs(trees: dict, rounds: int, core: int) -> dict:
                 args = ["run", "rw_filtered", "--input", *inputs, "--output", str(d),
                         "--set", "extract.extractor=resiliparse", "--force"]
                 cmd = [sys.executable, "-m", "pipeline.cli", *args] if batch is None else [
-                    sys.executable, "-c", "import sys, pipeline.beam as b; from pipeline.cli import main; "
-                    f"b.STAGE_BATCH_DOCS = {int(batch)}; sys.exit(main({args!r}))"]
+                    sys.executable, "-c", _WITH_BATCH.format(batch=int(batch), argv=["refinery", *args])]
                 r = run_pinned(cmd, core, env, Path(tmp) / "log.txt", cwd=tree)
                 out[name].append(r)
                 h = hashlib.sha256()
