@@ -14,9 +14,10 @@ proportional to the page's size, so a Python walk is quadratic).
    teaser grids) can reach the text; its ``<ul>`` become ``<ol>`` on the way, because resiliparse's
    main-content pass drops every ``<ul>`` (on a whole page they are mostly menus; inside an article
    they are mostly content, and link lists are caught by step 4). No root: the whole body is used.
-2. **Boilerplate elements skipped** (resiliparse's ``skip_elements``, matched in C): the tags
-   ``nav``, ``aside``, ``footer``, ``h1`` (the title is not part of the article body),
-   ``figure``/``figcaption``, ``button``, hidden elements, and ``header`` and ``form`` unless they hold
+2. **Boilerplate elements skipped** (resiliparse's ``skip_elements``, matched in C): ``h1`` (the
+   title is not part of the article body), ``figure``/``figcaption``, ARIA navigation and
+   complementary roles (``nav``, ``aside``, ``footer``, ``button`` and hidden elements resiliparse
+   drops itself), and ``header`` and ``form`` unless they hold
    three or more ``<p>`` (some sites wrap the article in a ``<header>``, ASP.NET the whole page in one
    ``<form>``); elements whose ``class``
    contains a boilerplate word: share/social/related/comment/newsletter/promo/sidebar/cookie/
@@ -39,10 +40,15 @@ proportional to the page's size, so a Python walk is quadratic).
    than ``LINK_LINE_MAX_WORDS`` words is dropped (menus, "related" lists, tag clouds; table rows,
    tab-separated, are data and exempt), a whole list goes when ``LIST_LINK_SHARE`` of its text is
    links and its items average fewer than ``LIST_ITEM_MAX_WORDS`` words (teaser lists: a linked
-   headline and a one-line dek per item), and so is a short block that is only a stock boilerplate phrase ("Advertisement", "Continue
-   reading", "Related articles", "Share", "Tags:", ...), only a date, a copyright or cookie
-   notice, or a call to action ("Subscribe to our newsletter", "Follow us on ..."). List items
-   start with a bullet (``\u2022``), ordered or not, as trafilatura's ``-``.
+   headline and a one-line dek per item), and so is a short block that is only a stock boilerplate
+   phrase ("Advertisement", "Continue reading", "Related articles", "Share", "Tags:", "Learn more",
+   "Latest stories", "Powered by", and the common ones in German, French, Spanish, Indonesian and
+   Japanese), only a date, a time or a relative time ("Updated at 1:23 p.m.", "3 days ago"), article
+   furniture ("Posted on ... by", "Filed under", "Reporting by", "5 min read", "1 of 6", icon-font
+   names such as ``arrow_forward_ios``, escaped tracking-pixel markup), a copyright, cookie or
+   affiliate-link notice, or a call to action ("Subscribe to our newsletter", "Follow us on ...",
+   "Join our ...", "Click here ...", "This slideshow requires JavaScript"; table rows exempt). List
+   items start with a bullet (``\u2022``), ordered or not, as trafilatura's ``-``.
 
 There is no cascade: every page is extracted here (no trafilatura fallback; the ``extractor`` column
 says ``webrefinery``). On the article benchmark it reaches trafilatura-class precision at about a
@@ -94,10 +100,9 @@ ROOT_MIN_SHARE = 0.2  # of the body's text
 
 # --- 2. boilerplate elements ----------------------------------------------------------------------
 
-BOILERPLATE_TAGS: Sequence[str] = (
-    "h1", "nav", "aside", "footer", "figure", "figcaption", "button",
-    '[role="navigation"]', '[role="complementary"]', "[hidden]", '[aria-hidden="true"]',
-)
+# (nav, aside, footer, button and hidden elements are dropped by resiliparse itself in every pass:
+# main_content=True, hidden_elements=False; listing them again cost a selector match per element)
+BOILERPLATE_TAGS: Sequence[str] = ("h1", "figure", "figcaption", '[role="navigation"]', '[role="complementary"]')
 # Substrings of class names; words that resiliparse's main-content pass already drops as whole
 # class tokens (sidebar, cookie, advert, modal, pagination, menu, ...) are left out: every selector
 # costs time on every element, and on the dev half they changed nothing.
@@ -139,27 +144,49 @@ LIST_LINK_SHARE = 0.3  # ... and this share of its text is link text
 BOILERPLATE_LINE = re.compile(
     r"^\W*(?:advert(?:isement)?|sponsored(?: links?| content)?|continue reading(?: below)?|breaking news"
     r"|related(?: articles| stories| posts| content)?|you may also like|read more|tags?|share(?: this)?"
-    r"(?: article| story| post)?|\d* ?comments?|click here)\W*$",
+    r"(?: article| story| post)?|\d* ?comments?|click here|(?:learn|see|show|load|view) (?:more|all)"
+    # the same stock phrases in other languages common in crawls (de, fr, es, ja)
+    r"|anzeige|werbung|teilen|weitere artikel|verwandte artikel|mehr zum thema|publicit\u00e9|partager"
+    r"|(?:\u00e0 )?lire aussi|articles similaires|publicidad|compartir|noticias relacionadas|art\u00edculos relacionados"
+    r"|\u30bf\u30b0|\u95a2\u9023\u8a18\u4e8b|\u5e83\u544a|iklan"
+    # headings of teaser lists, stray furniture words
+    r"|(?:our )?(?:latest|top|more|popular|trending) (?:stories|news|posts|articles)|most (?:read|popular|viewed)"
+    r"|editor'?s'? picks?|recent posts|ads?|more|powered by(?: \S+)?|filed under(?:\W.*)?|%d bloggers?\b.*)\W*$",
     re.IGNORECASE,
 )
 # Site furniture that reads like prose: copyright notices, cookie notices, a date alone on a line.
 NOTICE_LINE = re.compile(
-    r"^\W*(?:\u00a9|\(c\)|copyright\b)|\ball rights reserved\b|\b(?:uses|use of) cookies\b",
+    r"^\W*(?:\u00a9|\(c\)|copyright\b)|\u00a9\s*(?:19|20)\d\d\b|\ball rights reserved\b|\b(?:uses|use of) cookies\b"
+    r"|\baffiliate (?:links?|commissions?|programs?|partners?)\b|\breferral links?\b",
     re.IGNORECASE,
 )
 NOTICE_LINE_MAX_WORDS = 40
 # Calls to action: subscribe / sign up / follow us / newsletter / get the app, on a short line.
 CTA_LINE = re.compile(
-    r"\b(?:sign up|subscribe|subscribing|follow (?:us|him|her|them)|newsletters?|download (?:our|the) app)\b",
+    r"\b(?:sign up|subscribe|subscribing|follow (?:us|him|her|them)|newsletters?|download (?:our|the) app"
+    r"|join our|click here|(?:requires|enable|turn on) javascript|javascript (?:is )?(?:disabled|required))\b",
     re.IGNORECASE,
 )
 CTA_LINE_MAX_WORDS = 25
+# Article furniture on a short line: "Posted on ... by ...", "Filed under", "Reporting by", reading times,
+# gallery counters ("1 of 6"), icon-font ligature names ("arrow_forward_ios"), escaped tracking-pixel markup.
+META_LINE = re.compile(
+    r"^\W*(?:posted (?:on|by|in)\b|filed under\b|(?:additional )?reporting by\b|(?:written|compiled|edited|editing) by\b"
+    r"|\d+\s*min(?:ute)?s?\.? read\b|(?:estimated )?reading time\b|tempo de leitura\b|lesezeit\b|temps de lecture\b"
+    r"|\d+ of \d+\W*$|[a-z]+(?:_[a-z]+)+\W*$|(?:<|&lt;)img\b)",
+    re.IGNORECASE,
+)
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 DATE_LINE = re.compile(
     r"^\W*(?:(?:updated|published|posted)(?: on| at)?:?\s*)?(?:[a-z]+day,?\s*)?"
     r"(?:" + _MONTH + r"\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}|\d{1,2}\s+" + _MONTH + r",?\s+\d{4}"
     r"|\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4})"
-    r"(?:,?\s*(?:at\s*)?\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s*[a-z]{2,4})?)?\W*$",
+    r"(?:\s*[,|\u2013-]?\s*(?:at\s*)?\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s*[a-z]{2,4})?)?\W*$"
+    r"|^\W*\d{1,2}:\d{2}(?:\s*[ap]\.?m\.?)?(?:\s*[a-z]{2,4})?\W*$"
+    # a time alone after "updated"/"published"/"posted", or a relative time ("3 days ago")
+    r"|^\W*(?:updated|published|posted)(?: on| at)?:?\s*\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s*[a-z]{2,4})?\W*$"
+    r"|^\W*(?:(?:updated|published|posted):?\s*)?(?:an?|\d+)\s+(?:sec(?:ond)?|min(?:ute)?|hour|hr|day|week|month|year)s?"
+    r"\s+ago\W*$",
     re.IGNORECASE,
 )
 
@@ -209,12 +236,13 @@ def _keep_block(text: str, link_chars: int) -> bool:
     if n_words <= 10:
         if n_words <= 4 and BOILERPLATE_LINE.match(text):
             return False
-        if DATE_LINE.match(text):
+        if DATE_LINE.match(text) or META_LINE.match(text):
             return False
-    if n_words <= CTA_LINE_MAX_WORDS and CTA_LINE.search(text):
+    if n_words <= CTA_LINE_MAX_WORDS and "\t" not in text and CTA_LINE.search(text):
         return False
     low = text.lower()
-    if ("\u00a9" in text or "(c)" in low or "copyright" in low or "rights reserved" in low or "cookies" in low) \
+    if ("\u00a9" in text or "(c)" in low or "copyright" in low or "rights reserved" in low or "cookies" in low
+         or "affiliate" in low or "referral" in low) \
             and NOTICE_LINE.search(text):
         return False
     return True
