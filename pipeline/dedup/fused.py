@@ -185,10 +185,10 @@ def _outputs_from(specs, start: int) -> List[str]:
 
 
 class _Router:
-    """Moves states on (see the module docstring): ``advance(state)`` yields the (tag, element) outputs that
-    are full, ``flush()`` the rest at the end of a bundle. Record batches are by key shard (group states) or
-    node shard (fates, priorities, waiting states); bucket entries by band-hash shard, as
-    ``banding.SignatureDoFn`` emits them."""
+    """Moves states on (see the module docstring): ``advance(state)`` and ``fate(state, ...)`` put the
+    (tag, element) outputs that are full in ``out`` (a list the DoFn empties, ``_drain``), ``flush()`` the
+    rest at the end of a bundle. Record batches are by key shard (group states) or node shard (fates,
+    priorities, waiting states); bucket entries by band-hash shard, as ``banding.SignatureDoFn`` emits them."""
 
     def __init__(self, specs, shards: int):
         self.kinds = [s.kind for s in specs]
@@ -205,19 +205,20 @@ class _Router:
                             for i, kind in enumerate(self.kinds) if kind == "minhash"}
         self.batch_docs = {i: max(1, BATCH_RECORDS // self.bands[i]) for i in self.no_shingles}
         self.duplicate = [reason(name, "duplicate") for name in self.names]
+        self.out: List = []
 
     def start_bundle(self):
-        self.batches: Dict[str, packed.ObjectBatches] = {}
+        self.batches: Dict[str, packed.RecordBatches] = {}
         self.nodes: Dict[int, List] = {i: [] for i in self.no_shingles}
         self.hashes: Dict[int, List] = {i: [] for i in self.no_shingles}
 
     def _add(self, tag: str, shard: int, record):
         out = self.batches.get(tag)
         if out is None:
-            out = self.batches[tag] = packed.ObjectBatches()
-        full = out.add(shard, record)
+            out = self.batches[tag] = packed.RecordBatches()
+        full = out.add(shard, packed.pack_record(record))
         if full:
-            yield tag, full
+            self.out.append((tag, full))
 
     def _bucket_batches(self, i: int):
         from pipeline.dedup.minhash import graph
@@ -226,13 +227,13 @@ class _Router:
             return
         cols = graph.bucket_records(self.nodes[i], np.stack(self.hashes[i]))
         self.nodes[i], self.hashes[i] = [], []
-        for batch in packed.split_by_shard(packed.shard_of(cols[0], self.minhash_shards[i]), cols):
-            yield _tag("bands", i), batch
+        tag = _tag("bands", i)
+        self.out.extend((tag, batch) for batch in packed.split_by_shard(packed.shard_of(cols[0], self.minhash_shards[i]), cols))
 
     def fate(self, state, reject: Optional[int] = None, why: Optional[str] = None):
         """End a state: [token, outcomes, index of the rejecting stage or None, reason or None]."""
         token = state[0]
-        yield from self._add(FATES_TAG, packed.node_shard(token[:NODE], self.shards), [token, state[1], reject, why])
+        self._add(FATES_TAG, packed.node_shard(token[:NODE], self.shards), [token, state[1], reject, why])
 
     def advance(self, state):
         token, outcomes, inputs = state
@@ -240,11 +241,11 @@ class _Router:
         if i < len(self.kinds):
             value = inputs[i]
             if isinstance(value, str):  # the stage's inputs raised: its dead letter
-                yield from self.fate(state, i, value)
+                self.fate(state, i, value)
                 return
             if self.kinds[i] == "group":  # no group key: through the shuffle by node shard, not grouped
                 shard = packed.node_shard(token[:NODE], SHARDS) if value[0] is None else packed.key_shard(value[0], SHARDS)
-                yield from self._add(_tag("group", i), shard, state)
+                self._add(_tag("group", i), shard, state)
                 return
             priority, bands, shingles = value
             node = token[:NODE]
@@ -255,31 +256,20 @@ class _Router:
                 self.nodes[i].append(node)
                 self.hashes[i].append(np.frombuffer(bands, dtype=_BANDS))
                 if len(self.nodes[i]) >= self.batch_docs[i]:
-                    yield from self._bucket_batches(i)
+                    self._bucket_batches(i)
                 if shingles is not None:
-                    yield _tag("sets", i), (node, shingles)
+                    self.out.append((_tag("sets", i), (node, shingles)))
             inputs[i] = None
-            yield from self._add(_tag(CARRY_TAG, i), shard, [token, outcomes, inputs, priority])
+            self._add(_tag(CARRY_TAG, i), shard, [token, outcomes, inputs, priority])
             return
-        yield from self.fate(state)
+        self.fate(state)
 
     def flush(self):
         for i in self.nodes:
-            yield from self._bucket_batches(i)
+            self._bucket_batches(i)
         batches, self.batches = self.batches, {}
         for tag, out in batches.items():
-            for batch in out.flush():
-                yield tag, batch
-
-
-def _emit(pairs):
-    for tag, element in pairs:
-        yield beam.pvalue.TaggedOutput(tag, element)
-
-
-def _emit_windowed(pairs):
-    for tag, element in pairs:
-        yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(element))
+            self.out.extend((tag, batch) for batch in out.flush())
 
 
 class _RoutingDoFn(beam.DoFn):
@@ -294,8 +284,17 @@ class _RoutingDoFn(beam.DoFn):
     def start_bundle(self):
         self.router.start_bundle()
 
+    def _drain(self):
+        """The router's full outputs as tagged outputs (and an empty ``out``)."""
+        out, self.router.out = self.router.out, []
+        for tag, element in out:
+            yield beam.pvalue.TaggedOutput(tag, element)
+
     def finish_bundle(self):
-        yield from _emit_windowed(self.router.flush())
+        self.router.flush()
+        out, self.router.out = self.router.out, []
+        for tag, element in out:
+            yield beam.pvalue.TaggedOutput(tag, GlobalWindows.windowed_value(element))
 
 
 class _PrepareDoFn(_RoutingDoFn):
@@ -347,7 +346,10 @@ class _PrepareDoFn(_RoutingDoFn):
         full = self.docs.add(packed.node_shard(node, self.shards), token + blob)
         if full:
             yield beam.pvalue.TaggedOutput(DOCS_TAG, (full[0], packed.compress_batch(full[1])))
-        yield from _emit(self.router.advance([token, [], inputs]))
+        router = self.router
+        router.advance([token, [], inputs])
+        if router.out:
+            yield from self._drain()
 
     def finish_bundle(self):
         yield from super().finish_bundle()
@@ -372,7 +374,7 @@ class _GroupDecideDoFn(_RoutingDoFn):
             if key is None:
                 state[1].append(None)
                 state[2][i] = None
-                yield from _emit(router.advance(state))
+                router.advance(state)
             else:
                 groups.setdefault(key, []).append(state)
         why = router.duplicate[i]
@@ -385,7 +387,11 @@ class _GroupDecideDoFn(_RoutingDoFn):
             for m, state in enumerate(members):
                 state[1].append(size)
                 state[2][i] = None
-                yield from _emit(router.advance(state) if m == best_index else router.fate(state, i, why))
+                if m == best_index:
+                    router.advance(state)
+                else:
+                    router.fate(state, i, why)
+        yield from self._drain()
 
 
 def _decisions_of(batches) -> Dict[str, List]:
@@ -416,10 +422,15 @@ class _ContinueDoFn(_RoutingDoFn):
     def process(self, element):
         grouped = element[1]
         decisions = _decisions_of(grouped[DECISIONS_TAG])
-        why = self.router.duplicate[self.index]
+        router = self.router
+        why = router.duplicate[self.index]
         for carried in packed.records_of(grouped[CARRY_TAG]):
             state, rejected = _decide(carried, decisions, why)
-            yield from _emit(self.router.fate(state, self.index, why) if rejected else self.router.advance(state))
+            if rejected:
+                router.fate(state, self.index, why)
+            else:
+                router.advance(state)
+        yield from self._drain()
 
 
 class _WaitingToRootDoFn(_ToRootDoFn):

@@ -16,9 +16,6 @@ spread over workers, never a result.
 - *Record batches* (``RecordBatches``): variable records (``pack_record``: Beam's primitive coder, with
   JSON for what it cannot write, never a pickle), collected per shard during a bundle and emitted as one
   ``(shard, bytes)`` element per shard when a shard's buffer is full and at the end of the bundle.
-  ``ObjectBatches`` collects the records themselves (small ones: dedup states, priorities, decisions) and
-  encodes a shard's list in one call of the coder (``pack_records``; ~2.5x less work per record than one
-  call per record); ``records_of`` reads both kinds of batch.
 - *Documents* travel as ``pack_document`` bytes (UTF-8 JSON, never pickle, so nothing in a shuffle can
   execute code when it is read back): the in-process runner keeps every grouped value *decoded* until the
   group is read, and a decoded document costs 2-3 times its UTF-8 size, while bytes cost their length.
@@ -228,45 +225,6 @@ def decompress_batch(blob: bytes) -> bytes:
     return _codec().decompress(memoryview(blob)[4:], decompressed_size=size, asbytes=True)
 
 
-OBJECT_BATCH_RECORDS = 128  # records an ObjectBatches shard holds (as objects) before it is encoded and emitted
-_LIST_MARK = b"\xff\xff\xff\xff"  # starts a ``pack_records`` batch (a record batch starts with a record's length)
-
-
-def pack_records(records: List[Any]) -> bytes:
-    """A list of records as one batch: the list in one call of Beam's primitive coder after ``_LIST_MARK``;
-    when the coder cannot write one of them (a lone surrogate in a string), the records one by one as a
-    ``RecordBatches`` batch (``pack_record``'s JSON fallback). ``records_of`` reads either."""
-    try:
-        return _LIST_MARK + _RECORDS.encode(records)
-    except UnicodeEncodeError:
-        return b"".join(_LENGTH.pack(len(r)) + r for r in map(pack_record, records))
-
-
-class ObjectBatches:
-    """Records collected per shard as they are: ``add`` returns a full shard's batch ``(shard, bytes)``
-    (``pack_records``) once it holds ``limit`` records (default ``OBJECT_BATCH_RECORDS``; else None),
-    ``flush`` every other one. For small records that many DoFns pass on (``RecordBatches`` for large ones)."""
-
-    def __init__(self, limit: int | None = None):
-        self.limit = OBJECT_BATCH_RECORDS if limit is None else limit
-        self.parts: Dict[int, List[Any]] = {}
-
-    def add(self, shard: int, record: Any):
-        buf = self.parts.get(shard)
-        if buf is None:
-            buf = self.parts[shard] = []
-        buf.append(record)
-        if len(buf) < self.limit:
-            return None
-        del self.parts[shard]
-        return shard, pack_records(buf)
-
-    def flush(self) -> Iterator[Tuple[int, bytes]]:
-        parts, self.parts = self.parts, {}
-        for shard, buf in parts.items():
-            yield shard, pack_records(buf)
-
-
 def raw_records_of(blobs: Iterable[bytes]) -> Iterator[memoryview]:
     """The records of record batches (``RecordBatches``) as the bytes that were added, in order."""
     for blob in blobs:
@@ -279,13 +237,9 @@ def raw_records_of(blobs: Iterable[bytes]) -> Iterator[memoryview]:
 
 
 def records_of(blobs: Iterable[bytes]) -> Iterator[Any]:
-    """The records of record batches (``RecordBatches`` or ``ObjectBatches``), in order."""
-    for blob in blobs:
-        if blob[:4] == _LIST_MARK:
-            yield from _RECORDS.decode(bytes(blob[4:]))
-        else:
-            for record in raw_records_of((blob,)):
-                yield unpack_record(record)
+    """The records of record batches (``RecordBatches``), in order."""
+    for record in raw_records_of(blobs):
+        yield unpack_record(record)
 
 
 class ShardedColumns:

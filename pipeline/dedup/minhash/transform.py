@@ -46,17 +46,17 @@ SIZE_COLUMN = "minhash_cluster_size"
 
 
 class _RecordBatchesDoFn(beam.DoFn):
-    """Base of the DoFns whose output is record batches by node shard (``packed.ObjectBatches``): ``emit``
+    """Base of the DoFns whose output is record batches by node shard (``packed.RecordBatches``): ``emit``
     returns a full batch to yield (or None); the rest is emitted at the end of the bundle."""
 
     def __init__(self, shards: int):
         self.shards = shards
 
     def start_bundle(self):
-        self.out = packed.ObjectBatches()
+        self.out = packed.RecordBatches()
 
     def emit(self, node: bytes, record):
-        return self.out.add(packed.node_shard(node, self.shards), record)
+        return self.out.add(packed.node_shard(node, self.shards), packed.pack_record(record))
 
     def finish_bundle(self):
         for batch in self.out.flush():

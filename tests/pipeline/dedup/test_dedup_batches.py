@@ -64,7 +64,6 @@ def test_batch_sizes_never_change_what_dedup_keeps(corpus, minhash, monkeypatch)
     assert reasons.count("minhash_dedup:duplicate") >= 15
     assert any(d["id"] == "odd" for d in json.loads(kept))
     monkeypatch.setattr(packed, "RECORD_BATCH_BYTES", 1)  # every record its own batch
-    monkeypatch.setattr(packed, "OBJECT_BATCH_RECORDS", 1)
     monkeypatch.setattr(packed, "COLUMN_BATCH_RECORDS", 1)
     small_kept, small_rejected, small_metrics = run()
     assert small_kept == kept and small_rejected == rejected
@@ -98,26 +97,6 @@ def test_record_batches_emit_full_shards_and_flush_the_rest():
     for shard, blob in emitted + rest:
         by_shard.setdefault(shard, []).append(blob)
     assert [r for s in sorted(by_shard) for r in packed.records_of(by_shard[s])] == records[0::2] + records[1::2]
-
-
-def test_object_batches_round_trip_in_order_and_fall_back_for_what_the_coder_refuses():
-    batches = packed.ObjectBatches(limit=3)
-    records = [[b"\x00" * 20, [None, [("k", 1), 2]], ("syn-%d" % i,), 2**40, 0.5, True] for i in range(7)]
-    emitted = [b for i, r in enumerate(records) if (b := batches.add(i % 2, r)) is not None]
-    rest = list(batches.flush())
-    assert [len(list(packed.records_of([blob]))) for _, blob in emitted] == [3, 3] and list(batches.flush()) == []
-    by_shard = {}
-    for shard, blob in emitted + rest:
-        by_shard.setdefault(shard, []).append(blob)
-    # exact types (tuples stay tuples, bytes stay bytes) and order, shard by shard
-    assert [r for s in sorted(by_shard) for r in packed.records_of(by_shard[s])] == records[0::2] + records[1::2]
-    # a lone surrogate: Beam's coder refuses the list, so the batch is written record by record (JSON for that one)
-    odd = [["a", 1], ["lone \ud800 surrogate", 2]]
-    blob = packed.pack_records(odd)
-    assert not blob.startswith(b"\xff" * 4) and list(packed.records_of([blob])) == odd
-    # both kinds of batch in one group read alike
-    both = [packed.pack_records([["x", ("y",)]]), packed.RecordBatches(limit=1).add(0, packed.pack_record(["c", 1]))[1]]
-    assert list(packed.records_of(both)) == [["x", ("y",)], ["c", 1]]
 
 
 def test_sharded_columns_split_like_one_batch():

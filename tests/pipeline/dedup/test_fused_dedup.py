@@ -145,7 +145,6 @@ def test_batch_sizes_never_change_what_fused_dedup_keeps(corpus, monkeypatch):
     minhash = MinhashDedupParams(preset="fineweb", shards=4)
     whole = _sorted(*run_dedup(FusedDedup(_stages(order, minhash)), copy.deepcopy(corpus))[:2])
     monkeypatch.setattr(packed, "RECORD_BATCH_BYTES", 1)  # every record its own batch
-    monkeypatch.setattr(packed, "OBJECT_BATCH_RECORDS", 1)
     monkeypatch.setattr(packed, "COLUMN_BATCH_RECORDS", 1)
     monkeypatch.setattr(fused, "DOC_BATCH_BYTES", 1)
     assert _sorted(*run_dedup(FusedDedup(_stages(order, minhash)), copy.deepcopy(corpus))[:2]) == whole
