@@ -102,10 +102,10 @@ def _cmd_run(args, beam_args: Sequence[str], as_program: bool = False) -> int:
 
 @contextlib.contextmanager
 def _quiet_gc_while_importing(as_program: bool):
-    """For a program run: no cyclic garbage collection while Beam and the stages are imported (~1,400 modules
+    """For a program run: no cyclic garbage collection while Beam and the stages are imported (~800 modules
     whose objects all live to the end: each collection would only walk them again), then those objects moved
-    to the collector's permanent generation (``gc.freeze``) so the run's own collections skip them. Nothing
-    is freed later than it would be: imports leave no cyclic garbage worth collecting."""
+    to the collector's permanent generation (``gc.freeze``) so the run's own collections skip them. The little
+    cyclic garbage the imports leave stays until the process ends; the run's own garbage is collected as ever."""
     if not as_program or not gc.isenabled():
         yield
         return
