@@ -51,20 +51,26 @@ proportional to the page's size, so a Python walk is quadratic).
    items start with a bullet (``\u2022``), ordered or not, as trafilatura's ``-``.
 
 There is no cascade: every page is extracted here (no trafilatura fallback; the ``extractor`` column
-says ``webrefinery``). On the article benchmark it reaches trafilatura-class precision at about a
-fifth of trafilatura's CPU (README, ``bench/bench_extract.py``).
+says ``webrefinery``). On the article benchmark it reaches trafilatura's precision at about a seventh
+of trafilatura's CPU (README, ``bench/bench_extract.py``).
 
-Where the time goes (cProfile over the 2,361 HTML pages of the shared WARCs, 2026-12-02): ~85% in
-resiliparse's C: ``extract_plain_text`` ~57% (the skip-list pass on every page, about a third of it the
-class/id selectors; the unskipped pass of step 3 on 60-75% of pages, because the raw text that
-``RAW_KEPT_SHARE`` compares with includes scripts; a second skip tier on ~17%), parsing ~14% (the root
-re-parse a tenth of that), the depth guard ~5%, the root selector queries and text lengths ~10%; the
-Python block pass ~7%. Measured and not faster, with the same output: one combined selector list
-instead of the root groups (or folded into the depth guard's query: saves a traversal on pages with
-no root, costs one on pages with one), the depth selector restricted to ``:last-child`` or leaf
-elements, the skip list as one selector string, a Python pre-scan of the HTML for the class words
-(the substring scans cost more than the selector matching they would save). ``extract_plain_text``
-takes a string or an ``HTMLTree``, not a DOM node, so the root must be re-parsed.
+Where the time goes (per-page minimum of 3 tries, 2026-12-02, loaded 2-core machine; article benchmark /
+400 WARC pages, ms per page): resiliparse's C does nearly all of it: the skip-list pass 1.26 / 2.14
+(42% / 48%; its class/id word selectors ~0.25 / ~0.5 of that, ~20 us each per page on the WARC pages,
+lexbor tries every selector on every element), parsing 0.48 / 0.49, the root search 0.36 / 0.44
+(mostly the 19-class group), the depth guard 0.29 / 0.31, the unskipped pass of step 3 0.12 / 0.44
+(on 16% / 30% of pages), the second tier 0.01 / 0.18 (2% / 10%), the root re-parse 0.17 / 0.06, the
+visible text 0.08 / 0.13; the Python block pass 0.26 / 0.31. Fixed in the 2026-12-02 pass: indexing a
+resiliparse ``NodeList`` (``nodes[i]``, iteration) walks the whole page per element, ~0.2 ms each on an
+80 kB page, ``nodes.item(i)`` does not; the raw text that step 3 compared with counts scripts (the
+unskipped pass ran on 60-75% of pages); a page-wide ``<form>`` sent whole sites through all three
+passes. Measured and not faster, with the same output: one combined selector list instead of the
+root groups (or folded into the depth guard's query), the depth selector restricted to
+``:last-child`` or leaf elements, the skip list as one selector string or one ``:is()``, ``div``-only
+or case-sensitive class selectors (cheaper, but they change the output), any Python scan of the HTML
+(one ``str`` search of a 150 kB page costs ~0.1 ms, a ``class=`` regex ~1 ms), ``main_content=False``
+inside a root (10% faster, dev precision 0.969 -> 0.949). ``extract_plain_text`` takes a string or an
+``HTMLTree``, not a DOM node, so the root must be re-parsed.
 
 Deterministic: module-level constants only, no state kept across pages. The caller (the stage) owns
 the guards: size limit before parsing, the depth guard on the parsed tree (shared with resiliparse),

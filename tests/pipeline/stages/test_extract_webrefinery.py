@@ -49,12 +49,13 @@ def test_split_is_fixed_and_even(pages):
     assert all(p.half == half_of(i) for i, p in enumerate(pages))
 
 
-# Measured (resiliparse 2.0.1; token-bag P/R/F1 averaged over pages, after the stage's clean-up):
-#   webrefinery  all  P 0.957 R 0.975 F1 0.963   dev P 0.969 R 0.984 F1 0.975   test P 0.944 R 0.966 F1 0.950
-#   (trafilatura all P 0.960 R 0.974 F1 0.962, test half F1 0.950; resiliparse all P 0.887 F1 0.929)
+# Measured (resiliparse 2.0.1; token-bag P/R/F1 averaged over pages, after the stage's clean-up), 2026-12-02:
+#   webrefinery  all  P 0.960 R 0.975 F1 0.964   dev P 0.974 R 0.983 F1 0.977   test P 0.947 R 0.966 F1 0.950
+#   (before the speed/precision pass: all P 0.957 F1 0.963, test P 0.944 F1 0.950; trafilatura all P 0.960
+#   R 0.974 F1 0.962, test half F1 0.950; resiliparse all P 0.887 F1 0.929). Floors only ever go up.
 FLOORS = {
-    None: {"precision": 0.95, "recall": 0.95, "f1": 0.95},  # the goal on the whole set
-    "test": {"precision": 0.93, "recall": 0.95, "f1": 0.94},
+    None: {"precision": 0.955, "recall": 0.96, "f1": 0.96},
+    "test": {"precision": 0.94, "recall": 0.96, "f1": 0.945},
 }
 
 
