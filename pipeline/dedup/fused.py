@@ -58,6 +58,7 @@ from apache_beam.transforms.window import GlobalWindows
 from pipeline.dedup import packed
 from pipeline.dedup.exact import TextKey, UrlKey, key_of_bytes
 from pipeline.dedup.keys import METRICS_NAMESPACE, SHARDS, node_id, priority_of
+from pipeline.dedup.minhash.components import pardo
 from pipeline.dedup.minhash.transform import _ToRootDoFn
 from pipeline.dedup.stages import FUSABLE, fusable
 from pipeline.document import doc_key, text_of
@@ -468,9 +469,9 @@ class _MinhashDecisions(beam.PTransform):
         return (
             {"labels": labels, "info": info}
             | "JoinLabels" >> beam.CoGroupByKey()
-            | "ToRoot" >> beam.ParDo(_WaitingToRootDoFn(p.shards))
+            | "ToRoot" >> pardo(_WaitingToRootDoFn(p.shards))
             | "GroupClusters" >> beam.GroupByKey()
-            | "Decide" >> beam.ParDo(_DecideDoFn(p.shards))
+            | "Decide" >> pardo(_DecideDoFn(p.shards))
         )
 
 
@@ -553,7 +554,7 @@ class FusedDedup(beam.PTransform):
             for tag in _outputs_from(specs, start):
                 upstream.setdefault(tag, []).append(result[tag])
 
-        prepared = docs | "Prepare" >> beam.ParDo(_PrepareDoFn(specs, shards, self.counters)).with_outputs(
+        prepared = docs | "Prepare" >> pardo(_PrepareDoFn(specs, shards, self.counters)).with_outputs(
             DEAD_TAG, DOCS_TAG, *_outputs_from(specs, 0))
         collect(prepared, 0)
         final = {DOCS_TAG: prepared[DOCS_TAG], DEAD_TAG: prepared[DEAD_TAG]}
@@ -562,7 +563,7 @@ class FusedDedup(beam.PTransform):
             if spec.kind == "group":
                 decided = (_flatten(upstream[_tag("group", i)], f"{name}:Gather")
                            | f"{name}:Group" >> beam.GroupByKey()
-                           | f"{name}:Decide" >> beam.ParDo(_GroupDecideDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
+                           | f"{name}:Decide" >> pardo(_GroupDecideDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
                 collect(decided, i + 1)
                 continue
             bands, sets, waiting = [_flatten(upstream[_tag(what, i)], f"{name}:Gather[{what}]") for what in ("bands", "sets", CARRY_TAG)]
@@ -572,12 +573,12 @@ class FusedDedup(beam.PTransform):
             else:
                 continued = ({CARRY_TAG: waiting, DECISIONS_TAG: decisions}
                              | f"{name}:Join" >> beam.CoGroupByKey()
-                             | f"{name}:Continue" >> beam.ParDo(_ContinueDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
+                             | f"{name}:Continue" >> pardo(_ContinueDoFn(specs, shards, i)).with_outputs(*_outputs_from(specs, i + 1)))
                 collect(continued, i + 1)
         # every stage's fates go to the join as their own input: its one Flatten gathers them (no Flatten of
         # their own, which the in-process runner would run as one more stage)
         final.update({_tag(FATES_TAG, j): fates for j, fates in enumerate(upstream[FATES_TAG])})
         applied = (final
                    | "JoinDocuments" >> beam.CoGroupByKey()
-                   | "Apply" >> beam.ParDo(_ApplyDoFn(specs, self.counters)).with_outputs(REJECTED_TAG, main="kept"))
+                   | "Apply" >> pardo(_ApplyDoFn(specs, self.counters)).with_outputs(REJECTED_TAG, main="kept"))
         return applied.kept, applied[REJECTED_TAG]

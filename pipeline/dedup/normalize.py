@@ -40,8 +40,9 @@ import unicodedata
 import zipfile
 from typing import List, Tuple
 
-import numba
 import numpy as np
+
+from pipeline.dedup.jit import lazy_njit  # numba is imported at the first kernel call
 
 # Character classes of the table (uint8 per code point).
 KEEP, SEP, DIGIT, DROP, SOLO, MARK = 0, 1, 2, 3, 4, 5
@@ -168,7 +169,7 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _append_utf8(buf, pos, c):
     if c < 0x80:
         buf[pos] = c
@@ -189,7 +190,7 @@ def _append_utf8(buf, pos, c):
     return pos + 4
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def normalize_code_points(cps, table, lower):
     """Lower-casing and steps 2-3 of the rule over code points: (utf8 buffer, n_bytes, word starts,
     word ends, n_words)."""

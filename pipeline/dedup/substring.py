@@ -53,10 +53,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
-import numba
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from pipeline.dedup.jit import lazy_njit  # numba is imported at the first kernel call
 from pipeline.dedup.keys import METRICS_NAMESPACE, node_id
 from pipeline.document import Document, doc_key, text_of
 from pipeline.stages.base import error_reason, reason
@@ -65,7 +65,7 @@ REJECTED_TAG = "rejected"
 SHORT_TAG = "short"
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _is_space(buf, i, n):
     """Width of the space character at buf[i] (1 for ASCII white space, 2 for U+00A0), else 0."""
     c = buf[i]
@@ -76,7 +76,7 @@ def _is_space(buf, i, n):
     return 0
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def token_offsets(buf):
     """(starts, ends) byte offsets of the tokens (runs of non-space bytes) of a UTF-8 buffer."""
     n = buf.shape[0]
@@ -103,7 +103,7 @@ def token_offsets(buf):
     return starts[:count], ends[:count]
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _mix64(h):
     h ^= h >> np.uint64(33)
     h *= np.uint64(0xFF51AFD7ED558CCD)
@@ -113,7 +113,7 @@ def _mix64(h):
     return h
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def token_hashes(buf, starts, ends):
     """64-bit hash of every token's bytes."""
     n = starts.shape[0]
@@ -126,7 +126,7 @@ def token_hashes(buf, starts, ends):
     return th
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def window_fingerprints(buf, starts, ends, k):
     """(n_windows, 2) uint64: two independent 64-bit hashes of every run of k consecutive tokens."""
     th = token_hashes(buf, starts, ends)
@@ -146,7 +146,7 @@ def window_fingerprints(buf, starts, ends, k):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def qgram_hashes(th, q):
     """One 64-bit hash of every run of q consecutive token hashes (collisions only add candidates)."""
     n = th.shape[0]
@@ -160,7 +160,7 @@ def qgram_hashes(th, q):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def winnow(hq, w):
     """Mask of the q-grams chosen by winnowing: in every run of ``w`` consecutive q-grams, its smallest
     hash (the rightmost one on ties)."""

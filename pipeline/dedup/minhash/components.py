@@ -44,7 +44,7 @@ round; 0 when converged), ``<name>|cc_nodes`` (nodes with at least one edge).
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Any, Iterable, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -59,6 +59,13 @@ VIOLATIONS_TAG = "violations"
 DONE_TAG = "done"
 COUNT_KEY = -1  # the group of the Small-Star shuffle that carries Large-Star's violation counts (shards are >= 0)
 _PACK_EDGES = 65536  # plain edges per packed batch in ConnectedComponents
+
+
+def pardo(fn, *args):
+    """``beam.ParDo(fn, *args)`` with its output type declared ``Any``: what Beam infers for these DoFns anyway
+    (so the same coders), without inferring it from their bytecode at every graph construction (~2.5 ms per
+    ParDo; a MinHash stage has ~60 of them)."""
+    return beam.ParDo(fn, *args).with_output_types(Any)
 
 
 class NotConvergedError(RuntimeError):
@@ -177,7 +184,7 @@ class PackedConnectedComponents(beam.PTransform):
         self.max_rounds, self.on_unconverged, self.metric_name, self.shards = max_rounds, on_unconverged, name, shards
 
     def expand(self, edges):
-        active = edges | "Directed" >> beam.ParDo(_DirectedDoFn(self.shards))
+        active = edges | "Directed" >> pardo(_DirectedDoFn(self.shards))
         done = []
         counts = []  # per round: the violating nodes of its Large-Star step's input (no element: none)
         for k in range(1, self.max_rounds + 1):
@@ -185,7 +192,7 @@ class PackedConnectedComponents(beam.PTransform):
                 # round k - 2's count: it comes out of an earlier runner stage than the edges routed here (round
                 # k - 1's, whose Small-Star step emits the count of round k - 1), so the router stays fused with
                 # that step; no count (no violating node): 0, the AsSingleton default
-                routed = active | f"Route{k}" >> beam.ParDo(_RouteDoFn(), beam.pvalue.AsSingleton(counts[k - 3], default_value=0)).with_outputs(
+                routed = active | f"Route{k}" >> pardo(_RouteDoFn(), beam.pvalue.AsSingleton(counts[k - 3], default_value=0)).with_outputs(
                     DONE_TAG, main="active"
                 )
                 done.append(routed[DONE_TAG])
@@ -193,9 +200,9 @@ class PackedConnectedComponents(beam.PTransform):
             small = (
                 active
                 | f"LargeStar{k}:Group" >> beam.GroupByKey()
-                | f"LargeStar{k}" >> beam.ParDo(_LargeStarDoFn(self.shards))
+                | f"LargeStar{k}" >> pardo(_LargeStarDoFn(self.shards))
                 | f"SmallStar{k}:Group" >> beam.GroupByKey()
-                | f"SmallStar{k}" >> beam.ParDo(_SmallStarDoFn(self.shards, self.metric_name)).with_outputs(VIOLATIONS_TAG, main="edges")
+                | f"SmallStar{k}" >> pardo(_SmallStarDoFn(self.shards, self.metric_name)).with_outputs(VIOLATIONS_TAG, main="edges")
             )
             counts.append(small[VIOLATIONS_TAG])
             active = small.edges
@@ -203,7 +210,7 @@ class PackedConnectedComponents(beam.PTransform):
         return (
             final
             | "Label:Group" >> beam.GroupByKey()
-            | "Label" >> beam.ParDo(_LabelDoFn(self.metric_name, self.max_rounds, self.on_unconverged))
+            | "Label" >> pardo(_LabelDoFn(self.metric_name, self.max_rounds, self.on_unconverged))
         )
 
 

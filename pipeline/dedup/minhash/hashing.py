@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-import numba
 import numpy as np
 
+from pipeline.dedup.jit import lazy_njit  # numba is imported at the first kernel call
 from pipeline.dedup.minhash.stage import PRESETS, SCHEMES, SHINGLE_HASHES, LshPreset, resolve_preset  # noqa: F401 (re-exported)
 from pipeline.dedup.normalize import code_points, normalize_code_points, tables
 
@@ -65,13 +65,13 @@ def permutation_parameters(num_perm: int, seed: int, scheme: str = "affine32") -
 _U32 = np.uint32
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lazy_njit(cache=True, nogil=True, inline="always")
 def _rotl32(x, n):
     # every intermediate is cast back to uint32 so that LLVM works on 32-bit registers (rol, no masks)
     return _U32((x << _U32(n)) | (x >> _U32(32 - n)))
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _sha1_compress(block, off, w, state):
     """One SHA-1 compression (FIPS 180-4, 6.1.2) of the 64 bytes block[off:off+64] into ``state``."""
     for t in range(16):
@@ -103,7 +103,7 @@ def _sha1_compress(block, off, w, state):
     state[4] = _U32(state[4] + e)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def sha1_hash32_of_slice(buf, start, end, w, tail, state):
     """datasketch's ``sha1_hash32``: the first 4 bytes of SHA-1(buf[start:end]) read little-endian.
 
@@ -136,7 +136,7 @@ def sha1_hash32_of_slice(buf, start, end, w, tail, state):
     return ((h0 & 0xFF) << 24) | ((h0 & 0xFF00) << 8) | ((h0 >> 8) & 0xFF00) | ((h0 >> 24) & 0xFF)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def fast_hash32_of_slice(buf, start, end):
     """A 64-bit multiply-xorshift hash of buf[start:end], folded to 32 bits (not datasketch's)."""
     h = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(end - start)
@@ -162,7 +162,7 @@ def fast_hash32_of_slice(buf, start, end):
     return np.int64((h ^ (h >> np.uint64(32))) & np.uint64(0xFFFFFFFF))
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def shingle_hashes(buf, starts, ends, nwords, ngram, use_sha1):
     """32-bit hashes (as uint32) of every n-word shingle, in order; fewer words than n -> 1 shingle."""
     if nwords == 0:
@@ -183,14 +183,14 @@ def shingle_hashes(buf, starts, ends, nwords, ngram, use_sha1):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def shingle_hashes_of_code_points(cps, table, lower, ngram, use_sha1):
     """Normalization + shingling + hashing of one document in one call (see ``shingle_hashes``)."""
     buf, _, starts, ends, nwords = normalize_code_points(cps, table, lower)
     return shingle_hashes(buf, starts, ends, nwords, ngram, use_sha1)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _fmix32(h):
     h = np.uint32(h)
     h ^= h >> np.uint32(16)
@@ -204,7 +204,7 @@ def _fmix32(h):
 _BLOCK = 4096  # shingles per block: the block's mixed hashes stay in L1 while all permutations sweep it
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def min_affine32(hashes, a, b, out):
     """out[k] = min(out[k], min over shingles of (a[k] * fmix32(h) + b[k]) mod 2^32) (datasketch ``affine32``).
 
@@ -228,7 +228,7 @@ def min_affine32(hashes, a, b, out):
             out[k] = best
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def min_legacy(hashes, a, b, out):
     """out[k] = min(out[k], min over shingles of ((a[k]*h + b[k]) mod 2^64 mod (2^61-1)) & (2^32-1)) (datasketch 1.x)."""
     n = a.shape[0]
@@ -248,7 +248,7 @@ def min_legacy(hashes, a, b, out):
         out[k] = best
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def band_hashes(sig, bands, rows):
     """One 64-bit hash per band of ``rows`` consecutive signature values (seeded by the band index)."""
     out = np.empty(bands, dtype=np.uint64)
