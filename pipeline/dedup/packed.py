@@ -151,17 +151,42 @@ class _JsonFallbackImpl(coder_impl.StreamCoderImpl):
 _RECORDS = coder_impl.FastPrimitivesCoderImpl(_JsonFallbackImpl())
 
 
+class _SurrogateStr(str):
+    """A string that UTF-8 cannot encode (a lone surrogate, as a reader's ``surrogateescape`` leaves):
+    being a str subclass, Beam's primitive coder hands it to ``_JsonFallbackImpl``, which writes it
+    with ``surrogatepass``; it decodes as a plain str."""
+
+
+def _mark_surrogates(value: Any) -> Any:
+    """``value`` with every string UTF-8 cannot encode wrapped as ``_SurrogateStr`` (lists, tuples and
+    dicts walked; other values as they are)."""
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _SurrogateStr(value)
+    if isinstance(value, list):
+        return [_mark_surrogates(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_mark_surrogates(v) for v in value)
+    if isinstance(value, dict):
+        return {_mark_surrogates(k): _mark_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def pack_record(record: Any) -> bytes:
     """A record of a record batch (a document, or a list/tuple of keys, priorities and a document) as
     bytes: Beam's primitive coder (tagged None, bool, int, float, str, bytes, list, tuple, dict, ~5x
-    faster than JSON both ways, exact for every value a Document holds), prefixed ``F``; a record it
-    cannot write (a lone surrogate in a string) goes as ``pack_document`` JSON, prefixed ``J``. Values
-    of other types go as their JSON (``_JsonFallbackImpl``), so nothing is ever pickled, and what
-    cannot be JSON either is a TypeError."""
+    faster than JSON both ways, exact for every value a Document holds), prefixed ``F``. A record with
+    a string UTF-8 cannot encode (a lone surrogate) is coded again with those strings marked, so they
+    alone go as JSON with ``surrogatepass`` and the bytes beside them stay bytes. Values of other types
+    go as their JSON (``_JsonFallbackImpl``), so nothing is ever pickled, and what cannot be JSON
+    either is a TypeError."""
     try:
         return b"F" + _RECORDS.encode(record)
     except UnicodeEncodeError:
-        return b"J" + pack_document(record)
+        return b"F" + _RECORDS.encode(_mark_surrogates(record))
 
 
 def unpack_record(blob) -> Any:
