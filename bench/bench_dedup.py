@@ -35,6 +35,7 @@ documents and rejected the others for the same reasons (exit status 1 when not).
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import json
 import multiprocessing
@@ -401,8 +402,34 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+class GcTimer:
+    """CPU seconds the cyclic garbage collector spends from ``start()`` on (a ``gc.callbacks`` hook)."""
+
+    def __init__(self):
+        self.seconds, self._t = 0.0, None
+
+    def _hook(self, phase, info):
+        if phase == "start":
+            self._t = time.process_time()
+        elif self._t is not None:
+            self.seconds += time.process_time() - self._t
+            self._t = None
+
+    def start(self):
+        gc.callbacks.append(self._hook)
+        return self
+
+    def stop(self) -> float:
+        gc.callbacks.remove(self._hook)
+        return self.seconds
+
+
 def _baseline_child(path: str, out: str, minhash: MinhashDedupParams, result_path: str) -> None:
-    """The plain loop on the corpus file, as the pipeline: read + json.loads, dedup, write kept ids and reasons."""
+    """The plain loop on the corpus file, as the pipeline: read + json.loads, dedup, write kept ids and reasons.
+    The collector gets the threshold ``refinery run`` gives it while it runs (``runtime.RUN_GC_THRESHOLD0``),
+    so the two sides differ in their work, not in how often garbage is looked for."""
+    gc.set_threshold(runtime.RUN_GC_THRESHOLD0, *gc.get_threshold()[1:])
+    gc_timer = GcTimer().start()
     reset = _reset_peak_rss()
     base = _vm_kib("VmRSS")
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -420,7 +447,7 @@ def _baseline_child(path: str, out: str, minhash: MinhashDedupParams, result_pat
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     with open(result_path, "w") as fh:
-        json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu_before,
+        json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu_before, "gc": gc_timer.stop(),
                    "base_mib": base / 1024, "peak_mib": _vm_kib("VmHWM") / 1024 if reset else None}, fh)
 
 
@@ -492,16 +519,16 @@ def _beam_child(path: str, out: str, stages, fused: bool, beam_args, result_path
     cpu_before = usage.ru_utime + usage.ru_stime
     child_cpu_before = sum(os.times()[2:4])
     sampler.start()
+    gc_timer = GcTimer().start()
     start = time.perf_counter()
-    result = p.run()
-    result.wait_until_finish()
+    result = runtime.run_to_completion(p)  # as refinery run runs it (the collector's threshold included)
     wall = time.perf_counter() - start
     sampler.stop.set()
     sampler.join()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu_before + sum(os.times()[2:4]) - child_cpu_before
     with open(result_path, "w") as fh:
-        json.dump({"wall": wall, "cpu": cpu, "base_rss": base_rss, "peak_total": sampler.peak_total,
+        json.dump({"wall": wall, "cpu": cpu, "gc": gc_timer.stop(), "base_rss": base_rss, "peak_total": sampler.peak_total,
                    "peak_worker": sampler.peak_worker, "trace": sampler.trace, "metrics": dedup_metrics(result),
                    "self_hwm": _vm_kib("VmHWM") / 1024 if hwm_reset else usage.ru_maxrss / 1024}, fh)
 
@@ -560,6 +587,7 @@ def main() -> None:
             loop = run_baseline(path, tmp, minhash_params) if args.baseline else None
             runs = {d: run_beam(path, tmp, stages, d, beam_args) for d in designs}
             rounds.append({"loop": loop["cpu"] if loop else None, **{d: r["cpu"] for d, r in runs.items()},
+                           "loop:gc": loop["gc"] if loop else None, **{f"{d}:gc": r["gc"] for d, r in runs.items()},
                            **{f"{d}:mem": r["self_hwm"] - r["base_rss"] for d, r in runs.items()},
                            "loop:mem": loop["peak_mib"] - loop["base_mib"] if loop and loop["peak_mib"] else None})
         for run in runs.values():
@@ -582,7 +610,8 @@ def main() -> None:
             mem = sorted(per_round)
             print(f"{d}: CPU " + ", ".join(f"{r[d]:.1f}/{r['loop']:.1f}s" for r in rounds)
                   + f" -> median {ratios[len(ratios) // 2]:.2f}x; memory growth "
-                  + (", ".join(f"{m:.2f}" for m in per_round) + f" -> median {mem[len(mem) // 2]:.2f}x" if mem else "n/a"))
+                  + (", ".join(f"{m:.2f}" for m in per_round) + f" -> median {mem[len(mem) // 2]:.2f}x" if mem else "n/a")
+                  + "; garbage collector (Beam/loop) " + ", ".join(f"{r[d + ':gc']:.1f}/{r['loop:gc']:.1f}s" for r in rounds))
     if len(runs) == 2:
         chained, fused = runs["chained"], runs["fused"]
         agree = sorted(chained["kept"]) == sorted(fused["kept"]) and chained["rejected"] == fused["rejected"]
@@ -603,7 +632,7 @@ def report_run(args, stages, origins, run, loop) -> bool:
     lost = sum(1 for c in clusters if kept_per_cluster[c] == 0)
 
     print(f"preset {args.preset}, workers {args.workers}, stages: {', '.join(s.name for s in stages)}")
-    print(f"wall {wall:.1f}s  ({args.docs / wall:.0f} docs/s), CPU {cpu:.1f}s")
+    print(f"wall {wall:.1f}s  ({args.docs / wall:.0f} docs/s), CPU {cpu:.1f}s, of it the garbage collector {run['gc']:.1f}s")
     print(f"peak RSS: all processes {run['peak_total']:.0f} MiB (sampled every 0.2 s; {run['base_rss']:.0f} MiB before the run), "
           f"driver high-water mark {run['self_hwm']:.0f} MiB, largest worker process {run['peak_worker']:.0f} MiB")
     print(f"connected components: rounds needed {metrics.get('minhash_dedup|cc_rounds_needed', 0)}, "

@@ -20,6 +20,8 @@ commands (``pipeline.tokenize``) all go through here:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -106,12 +108,36 @@ def runs_in_this_process(options: PipelineOptions) -> bool:
     return (direct.direct_running_mode or "in_memory") == "in_memory" and (direct.direct_num_workers or 1) <= 1
 
 
+# While an embedded run works in this process, the cyclic garbage collector's youngest generation is collected
+# after this many net allocations instead of Python's 700: a dedup run keeps hundreds of thousands of records
+# alive, and each young collection that cascades into a full one walks all of them again (at 20k documents
+# ~6% of the run's CPU, 0.3 s of 5.5; at this threshold 0.06 s). The garbage itself is the same; only when it is
+# looked for changes (a few MB more may wait between collections).
+RUN_GC_THRESHOLD0 = 50_000
+
+
+@contextlib.contextmanager
+def _fewer_collections(p: beam.Pipeline):
+    """Raise the youngest generation's threshold to ``RUN_GC_THRESHOLD0`` while ``p`` runs in this process (the
+    previous thresholds come back afterwards); other runners, and a caller with a higher threshold, as they are."""
+    before = gc.get_threshold()
+    if not runs_in_this_process(p.options) or before[0] == 0 or before[0] >= RUN_GC_THRESHOLD0:
+        yield
+        return
+    gc.set_threshold(RUN_GC_THRESHOLD0, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def run_to_completion(p: beam.Pipeline):
     """Run ``p`` and block until it ends; raise unless it ended DONE (a remote job that failed or was cancelled)."""
     from apache_beam.runners.runner import PipelineState
 
-    result = p.run()
-    state = result.wait_until_finish()
+    with _fewer_collections(p):
+        result = p.run()
+        state = result.wait_until_finish()
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"the Beam job ended in state {state}, not DONE")
     return result

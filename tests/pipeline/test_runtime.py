@@ -82,3 +82,39 @@ def test_without_a_declaring_stage_documents_are_spread_right_after_reading(shar
     labels = _labels(stages, spread=True)
     assert "Refine/SpreadDocs" in labels and "Refine/SpreadFiles" in labels
     assert not any("SpreadDocs" in label or "SpreadFiles" in label for label in _labels(stages, spread=False))
+
+
+_THRESHOLDS_SEEN = []
+
+
+class _ThresholdProbe(beam.DoFn):
+    """Records the collector's youngest-generation threshold while the run works (module level: by reference)."""
+
+    def process(self, x):
+        import gc
+
+        _THRESHOLDS_SEEN.append(gc.get_threshold()[0])
+        yield x
+
+
+def test_an_embedded_run_collects_garbage_less_often_and_restores_the_thresholds():
+    import gc
+
+    seen, Probe = _THRESHOLDS_SEEN, _ThresholdProbe
+    seen.clear()
+    before = gc.get_threshold()
+    p = runtime.new_pipeline([])
+    _ = p | beam.Create([1, 2]) | beam.ParDo(Probe())
+    runtime.run_to_completion(p)
+    assert seen and set(seen) == {runtime.RUN_GC_THRESHOLD0}
+    assert gc.get_threshold() == before
+    # a caller that already collects less often keeps its own setting
+    gc.set_threshold(10 * runtime.RUN_GC_THRESHOLD0, *before[1:])
+    try:
+        seen.clear()
+        p = runtime.new_pipeline([])
+        _ = p | beam.Create([1]) | beam.ParDo(Probe())
+        runtime.run_to_completion(p)
+        assert seen == [10 * runtime.RUN_GC_THRESHOLD0]
+    finally:
+        gc.set_threshold(*before)
