@@ -564,7 +564,12 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true",
                     help="also run the same three stages as a plain single-process loop (plain_dedup) on the same "
                          "corpus, compare time and memory, and check that both keep the same documents")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="run both sides with Python's default collector thresholds instead of the one refinery run "
+                         "sets while it works (runtime.RUN_GC_THRESHOLD0): what that setting saves")
     args = ap.parse_args()
+    if args.default_gc:  # the children are forked from here, so they see it
+        runtime.RUN_GC_THRESHOLD0 = gc.get_threshold()[0]
     if args.baseline and args.substring:
         ap.error("--baseline covers exact_dedup, url_dedup and minhash_dedup; leave out --substring")
 

@@ -110,8 +110,8 @@ def runs_in_this_process(options: PipelineOptions) -> bool:
 
 # While an embedded run works in this process, the cyclic garbage collector's youngest generation is collected
 # after this many net allocations instead of Python's 700: a dedup run keeps hundreds of thousands of records
-# alive, and each young collection that cascades into a full one walks all of them again (at 20k documents
-# ~6% of the run's CPU, 0.3 s of 5.5; at this threshold 0.06 s). The garbage itself is the same; only when it is
+# alive, and each young collection that cascades into a full one walks all of them again (``bench/bench_dedup.py``
+# prints the collector's seconds; ``--default-gc`` runs without this setting). The garbage itself is the same; only when it is
 # looked for changes (a few MB more may wait between collections).
 RUN_GC_THRESHOLD0 = 50_000
 

@@ -191,9 +191,9 @@ def pack_record(record: Any) -> bytes:
 
 def unpack_record(blob) -> Any:
     """The record of ``pack_record`` bytes."""
-    if blob[:1] == b"F":
-        return _RECORDS.decode(bytes(blob[1:]))
-    return unpack_document(bytes(blob[1:]))
+    if blob[:1] != b"F":
+        raise ValueError("not a pack_record record")
+    return _RECORDS.decode(bytes(blob[1:]))
 
 
 class RecordBatches:
